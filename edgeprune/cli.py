@@ -1,0 +1,211 @@
+"""The ``edgeprune`` command line.
+
+Only argument parsing, progress display and error translation live here. TensorFlow is imported by the
+commands that need it, inside them, so ``edgeprune --help`` stays instant.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+import click
+
+from . import __version__
+from .config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
+from .errors import ConfigError, EdgepruneError
+
+
+class _Group(click.Group):
+    """Turns EdgepruneError into one ``Error:`` line and its exit code; --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgepruneError as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; results written so far are kept.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeprune")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug: bool) -> None:
+    """Prune and quantize a Keras model, then measure what it bought on the device itself."""
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _stdout_console() -> Any:
+    """Tables go to stdout; when it is a file or pipe, use a width that fits the whole table."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
+def _debug() -> bool:
+    return bool(click.get_current_context().find_root().params.get("debug"))
+
+
+class _RichProgress:
+    """Progress on stderr so stdout carries only the table or the JSON."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = _stderr_console()
+        self.quiet = quiet
+        self.bar = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=quiet,
+        )
+        self.task: Optional[int] = None
+
+    def __enter__(self) -> "_RichProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._finish()
+        self.bar.__exit__(*exc)
+
+    def _finish(self) -> None:
+        if self.task is not None:
+            task = self.bar.tasks[self.task]
+            if task.total is not None:
+                self.bar.update(self.task, completed=task.total)
+            self.bar.refresh()
+
+    def stage(self, name: str, total: Optional[int] = None) -> None:
+        self._finish()
+        self.task = self.bar.add_task(name, total=total, detail="")
+        self.bar.refresh()
+
+    def advance(self, detail: str = "") -> None:
+        if self.task is not None:
+            self.bar.update(self.task, advance=1, detail=detail)
+            self.bar.refresh()
+
+    def note(self, message: str) -> None:
+        self.bar.console.print(f"[yellow]note:[/] {message}", highlight=False)
+
+
+def _variants_table(manifest: Dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    variants = manifest["variants"]
+    base = next((v for v in variants if v["name"] == "baseline-float32" and v["status"] == "ok"), None)
+    table = Table(title=f"edgeprune optimize: {manifest['dataset']['name']} ({manifest['baseline']['source']})")
+    for column in ("variant", "size KB", "gzip KB", "size ratio", "gzip ratio", "sparsity", "accuracy", "Δ acc (pts)"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for v in variants:
+        if v["status"] != "ok":
+            table.add_row(v["name"], f"[red]failed: {v['error']}[/]", *[""] * 6)
+            continue
+        row = [v["name"], f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}"]
+        if base:
+            row += [
+                f"{base['size_bytes'] / v['size_bytes']:.2f}x",
+                f"{base['gzip_bytes'] / v['gzip_bytes']:.2f}x",
+            ]
+        else:
+            row += ["-", "-"]
+        row += [f"{v['sparsity']:.1%}", f"{v['accuracy']:.2%}"]
+        row.append(f"{(v['accuracy'] - base['accuracy']) * 100:+.2f}" if base else "-")
+        table.add_row(*row)
+    pruning = manifest["pruning"]
+    schedule = pruning["schedule"]
+    table.caption = (
+        f"pruned kernels: {pruning['sparsity']:.1%} sparse "
+        f"(PolynomialDecay {schedule['initial_sparsity']:.2f}->{schedule['final_sparsity']:.2f}, steps "
+        f"{schedule['begin_step']}-{schedule['end_step']} every {schedule['frequency']}, "
+        f"{schedule['recovery_steps']} recovery steps); total {manifest['timings']['total']:.1f} s"
+    )
+    return table
+
+
+def _optional(value: Any, convert: Callable[[Any], Any]) -> Any:
+    return None if value is None else convert(value)
+
+
+@main.command()
+@click.option("--model", "model_path", type=str, help="Your Keras model: .keras, .h5 or a SavedModel folder.")
+@click.option("--data", "data_path", type=str, help=".npz with x_train, y_train, x_test, y_test (default: digits).")
+@click.option("--out", type=str, help="Output folder (default: runs/optimize-<time>).")
+@click.option("--variants", type=str, default=",".join(VARIANTS), show_default=True,
+              help="Comma-separated variants to build; the baseline is always built.")
+@click.option("--train-epochs", type=int, default=TrainConfig.epochs, show_default=True,
+              help="Epochs to train the built-in baseline.")
+@click.option("--prune-epochs", "--epochs", type=int, default=PruneConfig.epochs, show_default=True,
+              help="Epochs of the pruning fine-tune.")
+@click.option("--batch-size", type=int, default=PruneConfig.batch_size, show_default=True)
+@click.option("--initial-sparsity", type=float, default=PruneConfig.initial_sparsity, show_default=True)
+@click.option("--final-sparsity", type=float, default=PruneConfig.final_sparsity, show_default=True)
+@click.option("--frequency", type=int, default=None, help="Prune every N steps (default: derived from the data size).")
+@click.option("--end-fraction", type=float, default=PruneConfig.end_fraction, show_default=True,
+              help="Fraction of the fine-tune after which pruning stops and accuracy recovers.")
+@click.option("--block-size", type=str, default="4x1", show_default=True,
+              help="Block of zeros in 2-D (Dense) kernels; 1x1 is unstructured.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def optimize(model_path: Optional[str], data_path: Optional[str], out: Optional[str], variants: str,
+             train_epochs: int, prune_epochs: int, batch_size: int, initial_sparsity: float,
+             final_sparsity: float, frequency: Optional[int], end_fraction: float, block_size: str,
+             seed: int, as_json: bool, quiet: bool) -> None:
+    """Prune, strip and convert a model to TFLite variants, and measure each."""
+    from .pipeline import default_out_dir, optimize as run_optimize
+
+    config = OptimizeConfig(
+        out=out or default_out_dir(),
+        model=model_path,
+        data=data_path,
+        seed=seed,
+        variants=parse_variants(variants),
+        train=TrainConfig(epochs=train_epochs, batch_size=batch_size),
+        prune=PruneConfig(
+            initial_sparsity=initial_sparsity,
+            final_sparsity=final_sparsity,
+            epochs=prune_epochs,
+            batch_size=batch_size,
+            frequency=frequency,
+            end_fraction=end_fraction,
+            block_size=parse_block_size(block_size),
+        ),
+    )
+    from ._tf import native_stderr_to
+    from .pipeline import prepare_output
+
+    prepare_output(config.out_path)
+    log = None if _debug() else config.out_path / "native.log"
+    with native_stderr_to(log), _RichProgress(quiet or as_json) as progress:
+        result = run_optimize(config, progress)
+    if as_json:
+        click.echo(json.dumps(result.manifest, indent=2))
+    else:
+        console = _stdout_console()
+        console.print(_variants_table(result.manifest))
+        console.print(f"Run folder: {result.folder}  (manifest.json, eval.npz, *.tflite)", highlight=False)
+    failed = [v["name"] for v in result.manifest["variants"] if v["status"] != "ok"]
+    if failed:
+        click.echo(f"Error: {len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

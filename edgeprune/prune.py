@@ -1,0 +1,222 @@
+"""Pruning with tfmot: schedule derivation, wrapping, fine-tuning, stripping and measured sparsity.
+
+Two traps from the classic guide are handled here. ``prune_low_magnitude`` wraps the layer objects it is given,
+so fine-tuning would change the baseline: we wrap a weight-for-weight clone. And PolynomialDecay only prunes on
+steps where ``(step - begin_step) % frequency == 0``, counting from step 1, so a fine-tune shorter than
+``frequency`` prunes nothing, without error: the schedule is checked before training and sparsity is measured
+after stripping.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import _tf
+from .config import PruneConfig
+from .data import Dataset
+from .errors import PruningError
+from .model import EpochCallback, compile_for_training, keras_callback
+
+#: Measured sparsity may fall this far below the target before the pruned model is refused.
+SPARSITY_TOLERANCE = 0.05
+
+
+@dataclass
+class Schedule:
+    """The concrete PolynomialDecay parameters for one fine-tune."""
+
+    initial_sparsity: float
+    final_sparsity: float
+    begin_step: int
+    end_step: int
+    frequency: int
+    steps_per_epoch: int
+    total_steps: int
+    pruning_steps: int
+
+    @property
+    def recovery_steps(self) -> int:
+        return self.total_steps - self.end_step
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["recovery_steps"] = self.recovery_steps
+        return data
+
+
+def derive_schedule(num_train: int, config: PruneConfig) -> Schedule:
+    """Fit the schedule to the data size, leaving the last steps for recovery; refuse one that cannot prune."""
+    steps_per_epoch = math.ceil(num_train / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    target_end = max(1, int(total * config.end_fraction))
+    span = target_end - config.begin_step
+    if span < 1:
+        raise PruningError(
+            f"pruning would begin at step {config.begin_step} but the fine-tune has only {total} steps "
+            f"({config.epochs} epochs x {steps_per_epoch} steps); raise --prune-epochs"
+        )
+    frequency = config.frequency or max(1, min(100, span // 10))
+    if frequency > span:
+        raise PruningError(
+            f"the schedule can never prune: pruning runs every {frequency} steps but only {span} fine-tune "
+            f"steps fall between begin and end ({config.epochs} epochs x {steps_per_epoch} steps, end fraction "
+            f"{config.end_fraction}); lower --frequency or raise --prune-epochs"
+        )
+    # End on a pruning turn, so the final sparsity is actually applied.
+    end_step = config.begin_step + (span // frequency) * frequency
+    turns = sum(1 for step in range(max(config.begin_step, 1), end_step + 1) if (step - config.begin_step) % frequency == 0)
+    return Schedule(
+        initial_sparsity=config.initial_sparsity,
+        final_sparsity=config.final_sparsity,
+        begin_step=config.begin_step,
+        end_step=end_step,
+        frequency=frequency,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        pruning_steps=turns,
+    )
+
+
+@dataclass
+class LayerSparsity:
+    layer: str
+    weights: int
+    zeros: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.weights if self.weights else 0.0
+
+
+@dataclass
+class PruneResult:
+    """The stripped model plus what was measured on it."""
+
+    model: Any
+    schedule: Schedule
+    layers: List[LayerSparsity]
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def sparsity(self) -> float:
+        weights = sum(layer.weights for layer in self.layers)
+        return sum(layer.zeros for layer in self.layers) / weights if weights else 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "schedule": self.schedule.to_dict(),
+            "sparsity": self.sparsity,
+            "layers": [
+                {"layer": l.layer, "weights": l.weights, "zeros": l.zeros, "sparsity": l.sparsity} for l in self.layers
+            ],
+            "notes": list(self.notes),
+        }
+
+
+def clone_with_weights(model: Any) -> Any:
+    """A new model with new layer objects and the same weights: what gets wrapped, so the baseline stays put."""
+    _, keras = _tf.load()
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str]) -> tuple:
+    """Wrap each prunable layer; leave the others as they are, with a note for those that hold weights."""
+    tfmot = _tf.load_tfmot()
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    polynomial = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=schedule.initial_sparsity,
+        final_sparsity=schedule.final_sparsity,
+        begin_step=schedule.begin_step,
+        end_step=schedule.end_step,
+        frequency=schedule.frequency,
+    )
+    prunable_weights: Dict[str, List[str]] = {}
+
+    def wrap(layer: Any) -> Any:
+        if not layer.weights:
+            return layer
+        if not prune_registry.PruneRegistry.supports(layer):
+            notes.append(f"layer {layer.name!r} ({type(layer).__name__}) is not prunable by tfmot; left unpruned")
+            return layer
+        kernels = _prunable_weights(layer)
+        if not kernels:
+            if layer.__class__ not in prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP:
+                notes.append(f"layer {layer.name!r} ({type(layer).__name__}) has no kernel edgeprune can prune; left unpruned")
+            return layer  # normalization layers and the like: tfmot lists them with nothing to prune
+        block = config.block_size if all(len(w.shape) == 2 for w in kernels) else (1, 1)
+        prunable_weights[layer.name] = [_short_name(w.name) for w in kernels]
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=polynomial, block_size=block)
+
+    _, keras = _tf.load()
+    wrapped = keras.models.clone_model(model, clone_function=wrap)
+    if not prunable_weights:
+        raise PruningError("the model has no layer tfmot can prune (Dense, Conv, ... layers)")
+    return wrapped, prunable_weights
+
+
+def _prunable_weights(layer: Any) -> list:
+    """The weights tfmot prunes in a layer (kernels, not biases); the layer must be built."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
+
+    if isinstance(layer, prunable_layer.PrunableLayer):
+        return list(layer.get_prunable_weights())
+    registry = prune_registry.PruneRegistry
+    if layer.__class__ in registry._LAYERS_WEIGHTS_MAP:
+        return [getattr(layer, name) for name in registry._weight_names(layer)]
+    return []
+
+
+def _short_name(name: str) -> str:
+    return name.split("/")[-1].split(":")[0]
+
+
+def measure_sparsity(model: Any, prunable_weights: Dict[str, List[str]]) -> List[LayerSparsity]:
+    """Zeros over the kernels that were pruned, per layer, on the stripped model."""
+    result = []
+    for layer_name, weight_names in prunable_weights.items():
+        layer = model.get_layer(layer_name)
+        values = [w.numpy() for w in layer.weights if _short_name(w.name) in weight_names]
+        result.append(
+            LayerSparsity(
+                layer=layer_name,
+                weights=int(sum(v.size for v in values)),
+                zeros=int(sum(np.count_nonzero(v == 0) for v in values)),
+            )
+        )
+    return result
+
+
+def prune(model: Any, data: Dataset, config: PruneConfig, seed: int, on_epoch: Optional[EpochCallback] = None) -> PruneResult:
+    """Fine-tune a clone of ``model`` under PolynomialDecay, strip the wrappers and check the sparsity reached."""
+    tf, keras = _tf.load()
+    tfmot = _tf.load_tfmot()
+    schedule = derive_schedule(len(data.x_train), config)
+    notes: List[str] = []
+    keras.utils.set_random_seed(seed)
+    wrapped, prunable_weights = _wrap(clone_with_weights(model), schedule, config, notes)
+    compile_for_training(wrapped, config.learning_rate)
+    wrapped.fit(
+        data.x_train,
+        data.y_train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        verbose=0,
+        shuffle=True,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()] + keras_callback(on_epoch),
+    )
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    layers = measure_sparsity(stripped, prunable_weights)
+    result = PruneResult(stripped, schedule, layers, notes)
+    if result.sparsity < config.final_sparsity - SPARSITY_TOLERANCE:
+        raise PruningError(
+            f"pruning reached only {result.sparsity:.1%} sparsity against a target of {config.final_sparsity:.0%} "
+            f"(schedule: end step {schedule.end_step}, frequency {schedule.frequency}, "
+            f"{schedule.total_steps} steps); refusing to ship a model that is not pruned"
+        )
+    return result
