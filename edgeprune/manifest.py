@@ -12,10 +12,7 @@ FILENAME = "manifest.json"
 
 
 def schema_path() -> Path:
-    """The schema ships inside the package (and is the same file as ``schemas/`` in the repository)."""
-    packaged = Path(__file__).with_name("schemas") / "manifest.schema.json"
-    if packaged.exists():
-        return packaged
+    """The schema lives in the repository's ``schemas/`` folder, one per boundary."""
     return Path(__file__).resolve().parents[1] / "schemas" / "manifest.schema.json"
 
 
