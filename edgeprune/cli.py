@@ -207,5 +207,150 @@ def optimize(model_path: Optional[str], data_path: Optional[str], out: Optional[
         sys.exit(1)
 
 
+class _FleetDisplay:
+    """One progress row per device, on stderr; thread-safe because rich's Progress is."""
+
+    def __init__(self, devices: List[str], total: int, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+            console=_stderr_console(), disable=quiet,
+        )
+        self.tasks = {name: self.bar.add_task(name, total=total, state="waiting") for name in devices}
+
+    def __enter__(self) -> "_FleetDisplay":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def device_state(self, device: str, state: str, done: int = 0, total: int = 0) -> None:
+        task = self.tasks.get(device)
+        if task is not None:
+            self.bar.update(task, completed=done, state=state[:70])
+
+
+def _devices(device: Optional[str], fleet: Optional[str], tags: Optional[str]) -> List[Any]:
+    from .devices import load_fleet, load_profile
+
+    if device and fleet:
+        raise ConfigError("give --device or --fleet, not both")
+    if fleet:
+        selected = load_fleet(fleet).select([t for t in (tags or "").split(",") if t]).devices
+        if not selected:
+            raise ConfigError(f"no device in {fleet} has tag(s) {tags}")
+        return selected
+    return [load_profile(device or "local")]
+
+
+def _latest_run_folder(root: str = "runs") -> str:
+    from pathlib import Path
+
+    folders = sorted((p for p in Path(root).glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise ConfigError("no run folder given and none under runs/: run `edgeprune optimize` first")
+    return str(folders[-1].parent)
+
+
+@main.command()
+@click.argument("run_folder", required=False)
+@click.option("--device", help="A profile name from profiles/ or a .toml path (default: local).")
+@click.option("--fleet", help="A fleet .toml file.")
+@click.option("--tags", help="Only fleet devices with one of these comma-separated tags.")
+@click.option("--db", default="runs/edgeprune.db", show_default=True, help="SQLite store.")
+@click.option("--jobs", "-j", type=int, default=8, show_default=True, help="Devices measured at once.")
+@click.option("--variants", type=str, help="Comma-separated subset of the run folder's variants.")
+@click.option("--resume", type=int, metavar="RUN_ID", help="Run only the pairs of RUN_ID not yet stored.")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Trust hosts not yet in known_hosts (and add them), like ssh's accept-new. Changed keys are "
+                   "always refused.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
+          jobs: int, variants: Optional[str], resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
+    """Benchmark an optimize output folder on a device or a fleet; results go to SQLite as they arrive."""
+    from pathlib import Path
+
+    from .fleet import bench as run_bench
+
+    devices = _devices(device, fleet, tags)
+    folder = Path(run_folder) if run_folder else (None if resume else Path(_latest_run_folder()))
+    chosen = [v.strip() for v in variants.split(",")] if variants else None
+    with _FleetDisplay([d.name for d in devices], len(chosen or []) or 5, quiet) as display:
+        result = run_bench(folder or Path("."), devices, Path(db), jobs=jobs,
+                           accept_new_host_keys=accept_new_host_keys, resume=resume, variants=chosen,
+                           progress=display)
+    counts = result.counts
+    click.echo(f"run {result.run_id}: {counts['ok']} ok, {counts['error']} error, {counts['failed']} failed "
+               f"(stored in {db})")
+    for summary in result.devices:
+        if summary.reason:
+            click.echo(f"  {summary.device}: {summary.reason}", err=True)
+    if result.interrupted:
+        click.echo(f"Interrupted: measured results are stored; finish with --resume {result.run_id}", err=True)
+        sys.exit(130)
+    if counts["failed"]:
+        sys.exit(1)
+
+
+@main.group()
+def devices() -> None:
+    """Check and set up devices."""
+
+
+@devices.command("check")
+@click.argument("name", required=False)
+@click.option("--fleet", help="A fleet .toml file.")
+@click.option("--tags", help="Only fleet devices with one of these comma-separated tags.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Trust hosts not yet in known_hosts (and add them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the probes as JSON.")
+def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str], accept_new_host_keys: bool,
+                  as_json: bool) -> None:
+    """Connect, run the agent's probe, and say what each device has and lacks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .deploy import open_device
+
+    profiles = _devices(name, fleet, tags)
+
+    def check(profile: Any) -> Dict[str, Any]:
+        try:
+            with open_device(profile, accept_new_host_keys) as device:
+                outcome = device.probe()
+        except EdgepruneError as exc:
+            return {"device": profile.name, "status": "failed", "reason": str(exc)}
+        if outcome.status != "ok":
+            return {"device": profile.name, "status": outcome.status, "reason": outcome.message}
+        return {"device": profile.name, "status": "ok", "probe": outcome.document}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reports = list(pool.map(check, profiles))
+    if as_json:
+        click.echo(json.dumps(reports, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title="edgeprune devices check")
+        for column in ("device", "status", "python", "numpy", "runtimes", "machine / model", "missing"):
+            table.add_column(column)
+        for report in reports:
+            if report["status"] != "ok":
+                table.add_row(report["device"], f"[red]{report['status']}[/]", "", "", "", "", report["reason"] or "")
+                continue
+            probe = report["probe"]
+            dev = probe.get("device") or {}
+            runtimes = probe.get("runtimes") or []
+            have = [f"{r.get('module')} {r.get('version')}" for r in runtimes if isinstance(r, dict) and r.get("available")]
+            table.add_row(report["device"], "ok", (dev.get("python") or {}).get("version", ""),
+                          str(dev.get("numpy") or ""), ", ".join(have) or "none",
+                          " / ".join(str(x) for x in (dev.get("machine"), dev.get("pi_model")) if x),
+                          "" if have else "a TFLite runtime: pip install ai-edge-litert (Python 3.10+) or tflite-runtime")
+        _stdout_console().print(table)
+    if any(r["status"] != "ok" for r in reports):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

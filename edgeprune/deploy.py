@@ -1,0 +1,341 @@
+"""Putting the agent and the files on one device, and running the agent there.
+
+Files are content-addressed: ``<workdir>/blobs/<sha256><suffix>``, so a file already on the device with the right
+hash is not sent again and two runs never overwrite each other's inputs. An upload goes to a temporary name, is
+hashed on the device, and only a match with the manifest's sha256 is renamed into place. The agent's JSON is
+validated against its schema before anything in it is trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .devices import DeviceProfile
+from .errors import DeviceError
+from .ssh import MAX_OUTPUT_BYTES, CommandResult, Connection, SSHTarget, resolve_alias
+
+AGENT_DIR = Path(__file__).resolve().parents[1] / "device_agent"
+AGENT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "agent-result.schema.json"
+UPLOAD_ATTEMPTS = 3
+
+
+@dataclass
+class FileSpec:
+    """A local file to put on the device, with the sha256 it must have there."""
+
+    local: Path
+    sha256: str
+    suffix: str = ""
+
+    @property
+    def blob_name(self) -> str:
+        return f"{self.sha256}{self.suffix}"
+
+
+@dataclass
+class AgentOutcome:
+    """What one agent invocation produced, already judged: ok, error (agent-reported), failed, or invalid."""
+
+    status: str
+    document: Optional[Dict[str, Any]] = None
+    error_kind: Optional[str] = None
+    message: Optional[str] = None
+    raw: Optional[str] = None
+
+
+@dataclass
+class TransferStats:
+    sent: int = 0
+    skipped: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def agent_files() -> List[Path]:
+    return sorted(p for p in AGENT_DIR.glob("*.py"))
+
+
+def agent_bundle_hash() -> str:
+    """One hash over the agent's sources: the remote folder name, so a changed agent is a new folder."""
+    digest = hashlib.sha256()
+    for path in agent_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+_validator: Any = None
+_validator_lock = threading.Lock()
+
+
+def _agent_validator() -> Any:
+    global _validator
+    with _validator_lock:
+        if _validator is None:
+            import jsonschema
+
+            schema = json.loads(AGENT_SCHEMA.read_text())
+            _validator = jsonschema.Draft202012Validator(schema)
+        return _validator
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name} in agent output")
+
+
+def judge(result: CommandResult) -> AgentOutcome:
+    """Turn the agent's raw output into an outcome; nothing in an invalid document is trusted."""
+    text = result.stdout.decode("utf-8", "replace")
+    if result.timed_out:
+        return AgentOutcome("failed", error_kind="timeout", message="the agent did not finish before the command timeout",
+                            raw=text[-2000:])
+    if result.truncated:
+        return AgentOutcome("invalid", error_kind="invalid-output",
+                            message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes", raw=text[:2000])
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        stderr = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        hint = f"; stderr: {stderr[-1][:300]}" if stderr else ""
+        return AgentOutcome("invalid", error_kind="invalid-output",
+                            message=f"agent output is not JSON ({exc}; exit status {result.exit_status}){hint}",
+                            raw=text[:2000])
+    error = next(iter(_agent_validator().iter_errors(document)), None) if isinstance(document, dict) else True
+    if error is not None:
+        where = "/".join(str(p) for p in getattr(error, "absolute_path", [])) or "(top)"
+        reason = getattr(error, "message", "not a JSON object")
+        return AgentOutcome("invalid", error_kind="invalid-output",
+                            message=f"agent output fails its schema at {where}: {reason[:300]}", raw=text[:2000])
+    if document.get("status") != "ok":
+        err = document.get("error") or {}
+        return AgentOutcome("error", document, err.get("kind"), err.get("message"), raw=None)
+    if result.exit_status != 0:
+        return AgentOutcome("invalid", document, "invalid-output",
+                            f"agent said ok but exited with status {result.exit_status}")
+    return AgentOutcome("ok", document)
+
+
+def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str) -> List[str]:
+    argv = [python, "-m", "device_agent", "run", model, "--eval", eval_file,
+            "--runtime", profile.runtime, "--threads", str(profile.threads),
+            "--warmup", str(profile.warmup), "--runs", str(profile.runs),
+            "--min-seconds", str(profile.min_seconds), "--samples"]
+    if profile.no_xnnpack:
+        argv.append("--no-xnnpack")
+    if profile.delegate:
+        argv += ["--delegate", profile.delegate]
+    return argv
+
+
+class Device:
+    """One device: ``prepare`` puts files there, ``run_agent`` measures one model. Never raises mid-fleet
+    for agent problems (those are outcomes); raises DeviceError when the device itself fails."""
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.profile = profile
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+    def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+        raise NotImplementedError
+
+    def run_agent(self, model: str, eval_file: str, stop: Optional[threading.Event] = None) -> AgentOutcome:
+        raise NotImplementedError
+
+    def probe(self) -> AgentOutcome:
+        raise NotImplementedError
+
+
+class LocalDevice(Device):
+    """This machine: the agent runs as a subprocess on the files where they are."""
+
+    @property
+    def python(self) -> str:
+        return self.profile.python or sys.executable
+
+    def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+        mapping = {}
+        for spec in files:
+            actual = sha256_file(spec.local)
+            if actual != spec.sha256:
+                raise DeviceError(f"{spec.local.name}: sha256 {actual[:12]} does not match the manifest's {spec.sha256[:12]}")
+            mapping[spec.sha256] = str(spec.local.resolve())
+        return mapping
+
+    def _run(self, argv: List[str]) -> CommandResult:
+        try:
+            proc = subprocess.run(argv, cwd=str(AGENT_DIR.parent), capture_output=True,
+                                  timeout=self.profile.command_timeout or None, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            return CommandResult(-1, exc.stdout or b"", exc.stderr or b"", timed_out=True)
+        except OSError as exc:
+            raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+        truncated = len(proc.stdout) > MAX_OUTPUT_BYTES
+        return CommandResult(proc.returncode, proc.stdout[:MAX_OUTPUT_BYTES], proc.stderr[-65536:], truncated)
+
+    def run_agent(self, model: str, eval_file: str, stop: Optional[threading.Event] = None) -> AgentOutcome:
+        return judge(self._run(agent_argv(self.python, self.profile, model, eval_file)))
+
+    def probe(self) -> AgentOutcome:
+        return judge(self._run([self.python, "-m", "device_agent", "probe"]))
+
+
+class RemoteDevice(Device):
+    """A device over SSH/SFTP."""
+
+    def __init__(self, profile: DeviceProfile, accept_new_host_keys: bool = False) -> None:
+        super().__init__(profile)
+        self.connection = Connection(ssh_target(profile), accept_new_host_keys)
+        self.stats = TransferStats()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @property
+    def workdir(self) -> str:
+        return self.profile.workdir.rstrip("/") or "."
+
+    def _mkdirs(self, path: str) -> None:
+        sftp = self.connection.sftp()
+        current = "/" if path.startswith("/") else ""
+        for part in [p for p in path.split("/") if p]:
+            current = posixpath.join(current, part) if current else part
+            try:
+                sftp.stat(current)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(current)
+                except OSError as exc:
+                    raise DeviceError(f"cannot create {current} on {self.profile.name}: {exc}") from exc
+            except OSError as exc:
+                raise DeviceError(f"cannot access {current} on {self.profile.name}: {exc}") from exc
+
+    def _upload(self, local: Path, remote: str, sha256: str) -> None:
+        """Send to a temporary name, verify the hash on the device, then rename into place."""
+        import paramiko
+
+        tmp = f"{remote}.part-{os.getpid()}-{threading.get_ident()}"
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                self.connection.sftp().put(str(local), tmp, confirm=True)
+                break
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                # SFTP's generic "Failure" status is the server refusing the write (a full disk, typically):
+                # sending again will not help. A broken connection will: reconnect and resend.
+                server_refused = isinstance(exc, OSError) and str(exc) in ("Failure", "[Errno None] Failure")
+                if server_refused or attempt == UPLOAD_ATTEMPTS:
+                    self._remove_quietly(tmp)
+                    reason = str(exc) or type(exc).__name__
+                    if server_refused:
+                        reason = "the device refused the write (is its disk full?)"
+                    raise DeviceError(f"upload of {local.name} to {self.profile.name} failed: {reason}") from exc
+                self.connection.close()
+                time.sleep(0.5 * attempt)
+        remote_hash = self.connection.remote_sha256(self.python, [tmp]).get(tmp)
+        if remote_hash != sha256:
+            self._remove_quietly(tmp)
+            raise DeviceError(
+                f"sha256 mismatch after upload of {local.name} to {self.profile.name}: expected {sha256[:16]}, "
+                f"device has {(remote_hash or 'nothing')[:16]}"
+            )
+        try:
+            self.connection.sftp().posix_rename(tmp, remote)
+        except (OSError, paramiko.SSHException) as exc:
+            self._remove_quietly(tmp)
+            raise DeviceError(f"cannot move {local.name} into place on {self.profile.name}: {exc}") from exc
+        self.stats.sent += 1
+        self.stats.bytes_sent += local.stat().st_size
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.connection.sftp().remove(path)
+        except Exception:  # best effort: the real error is already being reported
+            pass
+
+    @property
+    def python(self) -> str:
+        return self.profile.python or "python3"
+
+    @property
+    def agent_root(self) -> str:
+        return posixpath.join(self.workdir, "agent", agent_bundle_hash())
+
+    def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+        started = time.perf_counter()
+        blobs = posixpath.join(self.workdir, "blobs")
+        agent_pkg = posixpath.join(self.agent_root, "device_agent")
+        wanted: Dict[str, tuple] = {}
+        for spec in files:
+            wanted[posixpath.join(blobs, spec.blob_name)] = (spec.local, spec.sha256)
+        for path in agent_files():
+            wanted[posixpath.join(agent_pkg, path.name)] = (path, sha256_file(path))
+        present = self.connection.remote_sha256(self.python, wanted)
+        missing = [remote for remote, (_, digest) in wanted.items() if present.get(remote) != digest]
+        if missing:
+            self._mkdirs(blobs)
+            self._mkdirs(agent_pkg)
+        for remote in missing:
+            if stop is not None and stop.is_set():
+                raise DeviceError("interrupted")
+            local, digest = wanted[remote]
+            self._upload(local, remote, digest)
+        self.stats.skipped += len(wanted) - len(missing)
+        self.stats.seconds += time.perf_counter() - started
+        return {spec.sha256: posixpath.join(blobs, spec.blob_name) for spec in files}
+
+    def run_agent(self, model: str, eval_file: str, stop: Optional[threading.Event] = None) -> AgentOutcome:
+        argv = agent_argv(self.python, self.profile, model, eval_file)
+        return judge(self.connection.run(argv, cwd=self.agent_root, stop=stop))
+
+    def probe(self) -> AgentOutcome:
+        self.prepare([])
+        return judge(self.connection.run([self.python, "-m", "device_agent", "probe"], cwd=self.agent_root))
+
+
+def ssh_target(profile: DeviceProfile) -> SSHTarget:
+    """Profile + ~/.ssh/config -> where to connect. The profile's own fields win over the config's."""
+    config = resolve_alias(profile.host, profile.ssh_config)
+    identity = config.get("identityfile")
+    key_file = profile.key_file or (identity[0] if isinstance(identity, list) and identity else None)
+    if key_file and not Path(os.path.expanduser(key_file)).is_file():
+        key_file = None if not profile.key_file else key_file
+    return SSHTarget(
+        host=config.get("hostname", profile.host),
+        port=int(config.get("port", profile.port)) if profile.port == 22 else profile.port,
+        user=profile.user or config.get("user"),
+        key_file=key_file,
+        use_agent=profile.use_agent,
+        known_hosts=profile.known_hosts,
+        connect_timeout=profile.connect_timeout,
+        command_timeout=profile.command_timeout,
+        transfer_timeout=profile.transfer_timeout,
+    )
+
+
+def open_device(profile: DeviceProfile, accept_new_host_keys: bool = False) -> Device:
+    if profile.kind == "local":
+        return LocalDevice(profile)
+    return RemoteDevice(profile, accept_new_host_keys)

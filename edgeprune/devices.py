@@ -1,0 +1,183 @@
+"""Device profiles and fleet files (TOML), loaded and validated without touching the network.
+
+A profile says how to reach one device and how to measure on it. A fleet file lists devices, each starting from
+a profile and overriding fields, so 50 Pis are written once. Names become folder and database keys, so they are
+restricted to a safe alphabet; every other string reaches a device only through ``shlex.quote``.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+@dataclass
+class DeviceProfile:
+    """One device. ``kind = "local"`` runs the agent as a subprocess here; ``"ssh"`` reaches it with paramiko."""
+
+    name: str
+    kind: str = "ssh"
+    host: str = ""
+    port: int = 22
+    user: Optional[str] = None
+    key_file: Optional[str] = None
+    use_agent: bool = True
+    ssh_config: Optional[str] = "~/.ssh/config"
+    known_hosts: str = "~/.ssh/known_hosts"
+    workdir: str = ".edgeprune"
+    python: str = "python3"
+    runtime: str = "auto"
+    threads: int = 1
+    warmup: int = 20
+    runs: int = 100
+    min_seconds: float = 0.0
+    no_xnnpack: bool = False
+    delegate: Optional[str] = None
+    connect_timeout: float = 10.0
+    command_timeout: float = 600.0
+    transfer_timeout: float = 300.0
+    tags: Tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name) or ".." in self.name:
+            raise ConfigError(f"device name {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if self.kind not in ("ssh", "local"):
+            raise ConfigError(f"device {self.name}: kind must be 'ssh' or 'local', got {self.kind!r}")
+        if self.kind == "ssh" and not self.host:
+            raise ConfigError(f"device {self.name}: an ssh device needs a host")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"device {self.name}: runtime must be one of {', '.join(RUNTIMES)}")
+        for name in ("port", "threads", "runs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"device {self.name}: {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"device {self.name}: warmup must be an integer >= 0")
+        for name in ("min_seconds", "connect_timeout", "command_timeout", "transfer_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"device {self.name}: {name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.workdir, str) or not self.workdir or "\0" in self.workdir:
+            raise ConfigError(f"device {self.name}: workdir must be a non-empty path")
+        if any(part == ".." for part in Path(self.workdir).parts):
+            raise ConfigError(f"device {self.name}: workdir must not contain '..'")
+        self.tags = tuple(str(tag) for tag in self.tags)
+
+    @property
+    def address(self) -> str:
+        return "local" if self.kind == "local" else f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tags"] = list(self.tags)
+        return data
+
+
+_FIELDS = {f.name for f in fields(DeviceProfile)}
+
+
+def _read_toml(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+
+def _build(name: str, values: Dict[str, Any], where: str) -> DeviceProfile:
+    unknown = sorted(set(values) - _FIELDS - {"profile"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    values = {k: v for k, v in values.items() if k != "profile"}
+    values["name"] = name
+    if "tags" in values and not isinstance(values["tags"], (list, tuple)):
+        raise ConfigError(f"{where}: tags must be a list")
+    try:
+        return DeviceProfile(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def profile_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        return candidate
+    if not NAME_RE.match(name_or_path):
+        raise ConfigError(f"unknown device {name_or_path!r}")
+    path = PROFILES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml") if not p.stem.startswith("fleet")))
+        raise ConfigError(f"unknown device profile {name_or_path!r} (known: {known}; or give a .toml path)")
+    return path
+
+
+def load_profile(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -> DeviceProfile:
+    """A profile by name (``profiles/<name>.toml``) or by path, with optional overrides."""
+    path = profile_path(name_or_path)
+    data = _read_toml(path)
+    data.update(overrides or {})
+    return _build(str(data.pop("name", path.stem)), data, str(path))
+
+
+@dataclass
+class Fleet:
+    devices: List[DeviceProfile] = field(default_factory=list)
+
+    def select(self, tags: Optional[List[str]] = None) -> "Fleet":
+        if not tags:
+            return self
+        return Fleet([d for d in self.devices if set(tags) & set(d.tags)])
+
+
+def load_fleet(path: str) -> Fleet:
+    """``[defaults]`` apply to every ``[[device]]``; a device names its base ``profile`` (else the defaults')."""
+    file = Path(path)
+    data = _read_toml(file)
+    unknown = sorted(set(data) - {"defaults", "device"})
+    if unknown:
+        raise ConfigError(f"{file}: unknown section(s) {', '.join(unknown)}; expected [defaults] and [[device]]")
+    defaults = data.get("defaults", {})
+    entries = data.get("device", [])
+    if not isinstance(defaults, dict) or not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{file}: needs at least one [[device]] table")
+    devices: List[DeviceProfile] = []
+    seen = set()
+    for index, entry in enumerate(entries):
+        where = f"{file}: device #{index + 1}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: every device needs a name")
+        base_name = entry.get("profile", defaults.get("profile"))
+        base: Dict[str, Any] = {}
+        if base_name is not None:
+            if not isinstance(base_name, str):
+                raise ConfigError(f"{where}: profile must be a name")
+            base = _read_toml(profile_path(base_name))
+            base.pop("name", None)
+        merged = {**base, **{k: v for k, v in defaults.items() if k != "profile"}, **entry}
+        name = merged.pop("name")
+        device = _build(name, merged, f"{where} ({name!r})")
+        if device.name in seen:
+            raise ConfigError(f"{file}: device name {device.name!r} appears twice")
+        seen.add(device.name)
+        devices.append(device)
+    return Fleet(devices)
+
+
+def with_overrides(device: DeviceProfile, **changes: Any) -> DeviceProfile:
+    return replace(device, **{k: v for k, v in changes.items() if v is not None})
