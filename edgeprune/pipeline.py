@@ -122,6 +122,8 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
             timings[stage] = round(time.perf_counter() - t0, 3)
 
     data = timed("load_data", lambda: load_data(config))
+    # A schedule that cannot prune depends only on the data size: refuse it before any training or conversion.
+    prune_mod.derive_schedule(len(data.x_train), config.prune)
     if config.model:
         progress.stage("Loading model")
         baseline = timed("load_model", lambda: model_mod.load_model(config.model))
