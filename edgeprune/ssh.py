@@ -138,6 +138,7 @@ class Connection:
         policy = _AcceptNewPolicy(known_hosts) if self.accept_new else _RejectPolicy()
         client.set_missing_host_key_policy(policy)  # type: ignore[arg-type]
         key_files = [os.path.expanduser(t.key_file)] if t.key_file else None
+        started = time.monotonic()
         try:
             client.connect(
                 t.host,
@@ -169,6 +170,12 @@ class Connection:
             raise DeviceError(f"connection to {t.host}:{t.port} timed out after {t.connect_timeout:g} s") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
+            if time.monotonic() - started >= 0.95 * t.connect_timeout:
+                # paramiko words a stalled handshake variously ("No existing session", "Error reading SSH
+                # protocol banner"); what the user needs to know is that the device did not answer in time.
+                raise DeviceError(
+                    f"connection to {t.host}:{t.port} timed out after {t.connect_timeout:g} s (no SSH handshake)"
+                ) from exc
             reason = str(exc) or type(exc).__name__
             raise DeviceError(f"cannot connect to {t.host}:{t.port}: {reason}") from exc
         transport = client.get_transport()

@@ -125,13 +125,21 @@ class SshdDevice:
         raise RuntimeError(f"sshd for {self.name} did not listen on port {self.port}")
 
     def stop(self) -> None:
-        """Kill sshd and every session it started (the whole process group)."""
+        """Kill sshd and every connection it serves, like a device losing power.
+
+        sshd's per-connection children call setsid(), so killing the listener's process group is not enough:
+        walk /proc for its sshd descendants and kill them too. The commands they run are left to die of the
+        hang-up, as on a real network loss: SIGKILLing a login shell in the middle of its rc files would leave
+        stale locks behind (pyenv's rehash lock stalls every later login by 60 s).
+        """
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        sshd_pids = [pid for pid in _descendants(self.process.pid) if _comm(pid) == "sshd"]
+        for pid in [*sshd_pids, self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.process.wait(timeout=10)
         self.process = None
 
@@ -153,6 +161,29 @@ class SshdDevice:
             else:
                 lines.append(f"{key} = {_toml_string(str(value))}")
         return "\n".join(lines) + "\n"
+
+
+def _descendants(root: int) -> List[int]:
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [root]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _toml_string(value: str) -> str:

@@ -1,0 +1,270 @@
+"""``edgeprune bench`` over real OpenSSH: a mixed fleet, and each fault the issue names, with the store checked
+after every fault. Runs the CLI as a subprocess, as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from sshlab import write_fleet
+
+pytestmark = pytest.mark.slow
+EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
+
+
+def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*EDGEPRUNE, "bench", *args, "-q"], capture_output=True, text=True, timeout=timeout)
+
+
+def rows(db: Path, run_id: int = None) -> List[sqlite3.Row]:
+    conn = sqlite3.connect(str(db))
+    conn.row_factory = sqlite3.Row
+    query = "SELECT * FROM results" + (" WHERE run_id = ?" if run_id else "") + " ORDER BY device, variant"
+    result = list(conn.execute(query, (run_id,) if run_id else ()))
+    conn.close()
+    return result
+
+
+def variant_names(manifest: Dict) -> List[str]:
+    return [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+
+
+def copy_run(folder: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for item in folder.iterdir():
+        if item.is_file():
+            (dest / item.name).write_bytes(item.read_bytes())
+    return dest
+
+
+def by_pair(result_rows: List[sqlite3.Row]) -> Dict[Tuple[str, str], sqlite3.Row]:
+    return {(r["device"], r["variant"]): r for r in result_rows}
+
+
+def test_mixed_fleet_stores_every_pair(digits_run, make_device, pi_python, tmp_path):
+    folder, manifest = digits_run
+    devices = [make_device(f"x86-{i}") for i in range(3)] + [make_device("pi39", python=str(pi_python))]
+    fleet = write_fleet(tmp_path / "fleet.toml", devices)
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--jobs", "4")
+    assert proc.returncode == 0, proc.stderr
+    stored = by_pair(rows(db))
+    names = variant_names(manifest)
+    assert len(stored) == len(devices) * len(names)
+    host = {v["name"]: v for v in manifest["variants"]}
+    for device in devices:
+        for name in names:
+            row = stored[(device.name, name)]
+            doc = json.loads(row["agent_json"])
+            if device.name == "pi39":
+                assert row["runtime"] == "tflite_runtime" and row["runtime_version"] == "2.14.0"
+                assert row["python_version"].startswith("3.9.")
+                if name == "pruned-dynamic":
+                    # TF 2.21 writes FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load
+                    assert row["status"] == "error" and row["error_kind"] == "model-load"
+                    assert "FULLY_CONNECTED" in row["error_message"]
+                    continue
+            else:
+                assert row["runtime"] == "ai_edge_litert"
+            assert row["status"] == "ok", (device.name, name, row["error_message"])
+            assert doc["model"]["sha256"] == host[name]["sha256"]
+            assert abs(row["accuracy"] - host[name]["accuracy"]) <= 0.001
+            assert row["agreement"] >= 0.99
+            assert 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"]
+
+
+def test_unknown_host_key_rejected_then_accepted_with_opt_in(digits_run, make_device, client_keys, tmp_path):
+    folder, manifest = digits_run
+    device = make_device("newhost", trust=False)
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
+    assert proc.returncode == 1
+    assert "not in known_hosts" in proc.stderr
+    [row] = rows(db)
+    assert row["status"] == "failed" and row["error_kind"] == "host-key"
+    assert client_keys.known_hosts.read_text() == ""
+
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8",
+                 "--accept-new-host-keys")
+    assert proc.returncode == 0, proc.stderr
+    assert device.known_hosts_line() in client_keys.known_hosts.read_text()
+    # and now it is known: no opt-in needed
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_changed_host_key_is_always_refused(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    device = make_device("rekeyed")
+    device.stop()
+    for suffix in ("", ".pub"):
+        Path(str(device.host_key) + suffix).unlink()
+    from sshlab import keygen
+
+    keygen(device.host_key)
+    device.start()
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8",
+                 "--accept-new-host-keys")
+    assert proc.returncode == 1
+    assert "HOST KEY CHANGED" in proc.stderr
+    [row] = rows(db)
+    assert row["status"] == "failed" and row["error_kind"] == "host-key"
+    assert not device.workdir.exists()  # nothing was uploaded
+
+
+def test_sshd_killed_mid_run_then_resume_completes(digits_run, make_device, tmp_path):
+    folder, manifest = digits_run
+    names = variant_names(manifest)
+    steady = [make_device(f"steady-{i}") for i in range(2)]
+    victim = make_device("victim")
+    fleet = write_fleet(tmp_path / "fleet.toml", steady + [victim], min_seconds=1.5)
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if db.exists() and any(r["device"] == "victim" and r["status"] == "ok" for r in rows(db)):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the victim device never stored a first result")
+    measured_before = [dict(r) for r in rows(db) if r["device"] == "victim" and r["status"] == "ok"]
+    victim.stop()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    stored = rows(db)
+    run_id = stored[0]["run_id"]
+    assert all(r["status"] == "ok" for r in stored if r["device"] != "victim")
+    assert len([r for r in stored if r["device"] != "victim"]) == 2 * len(names)
+    victim_rows = [r for r in stored if r["device"] == "victim"]
+    assert len(victim_rows) == len(names)
+    assert any(r["status"] == "failed" for r in victim_rows)
+    for before in measured_before:  # nothing measured before the fault is lost
+        assert any(r["variant"] == before["variant"] and r["status"] == "ok" and r["p50_us"] == before["p50_us"]
+                   for r in victim_rows)
+
+    victim.start()
+    proc = bench("--resume", str(run_id), "--fleet", str(fleet), "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    final = rows(db, run_id)
+    assert len(final) == 3 * len(names)  # every pair exactly once
+    assert all(r["status"] == "ok" for r in final)
+
+
+def test_corrupted_upload_is_detected(digits_run, make_device, tmp_path):
+    folder, manifest = digits_run
+    corrupt = copy_run(folder, tmp_path / "corrupt-run")
+    target = corrupt / "pruned-int8.tflite"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the bytes on the way no longer match the manifest's sha256
+    target.write_bytes(bytes(data))
+    device = make_device("receiver")
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    proc = bench(str(corrupt), "--fleet", str(fleet), "--db", str(db))
+    assert proc.returncode == 1
+    stored = rows(db)
+    assert stored and all(r["status"] == "failed" for r in stored)
+    assert any("sha256 mismatch" in r["error_message"] for r in stored)
+    blobs = device.workdir / "blobs"
+    assert not any(p.name.startswith(manifest["variants"][3]["sha256"]) for p in blobs.iterdir())
+
+
+def test_agent_printing_garbage_is_recorded_invalid(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-m\" ]; then echo 'Segmentation fault (core dumped) {{'; exit 139; fi\n"
+                    f"exec {sys.executable} \"$@\"\n")
+    fake.chmod(0o755)
+    device = make_device("garbage", python=str(fake))
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8,pruned-float32")
+    assert proc.returncode == 1
+    stored = rows(db)
+    assert len(stored) == 2
+    for row in stored:
+        assert row["status"] == "invalid" and row["error_kind"] == "invalid-output"
+        assert "not JSON" in row["error_message"]
+        assert row["p50_us"] is None
+
+
+def test_device_without_runtime_is_a_recorded_error(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    bare = Path("/root/.pyenv/versions/3.9.18/bin/python")
+    if not bare.exists():
+        pytest.fail("Python 3.9 is expected on these machines")
+    device = make_device("bare", python=str(bare))
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
+    assert proc.returncode == 0  # the device answered: a measured "no runtime" is a result, not a failure
+    [row] = rows(db)
+    assert row["status"] == "error"
+    assert row["error_kind"] in ("runtime-missing",)
+    assert json.loads(row["agent_json"])["status"] == "error"
+
+
+def test_connection_timeout_is_recorded(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts TCP (backlog) but never speaks SSH
+    try:
+        device = make_device("silent", start=False, trust=False)
+        device.port = silent.getsockname()[1]
+        fleet = write_fleet(tmp_path / "fleet.toml", [device], connect_timeout=2)
+        db = tmp_path / "store.db"
+        started = time.monotonic()
+        proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
+        assert time.monotonic() - started < 60
+    finally:
+        silent.close()
+    assert proc.returncode == 1
+    [row] = rows(db)
+    assert row["status"] == "failed"
+    assert "timed out" in row["error_message"] or "banner" in row["error_message"].lower()
+
+
+def test_cached_files_are_not_sent_again(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    device = make_device("cache")
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    assert bench(str(folder), "--fleet", str(fleet), "--db", str(db)).returncode == 0
+    blobs = sorted((device.workdir / "blobs").iterdir())
+    stamps = {p.name: p.stat().st_mtime_ns for p in blobs}
+    time.sleep(0.05)
+    assert bench(str(folder), "--fleet", str(fleet), "--db", str(db)).returncode == 0
+    assert {p.name: p.stat().st_mtime_ns for p in sorted((device.workdir / "blobs").iterdir())} == stamps
+
+
+def test_hostile_names_are_quoted(digits_run, make_device, tmp_path):
+    """A work dir full of shell metacharacters reaches the device as one argument, never as shell code."""
+    folder, _ = digits_run
+    device = make_device("quoting")
+    canary = tmp_path / "PWNED"
+    hostile = tmp_path / f"work dir; touch {canary} $(touch {canary}) `touch {canary}` 'q\" & x"
+    fleet = write_fleet(tmp_path / "fleet.toml", [device], workdir=str(hostile))
+    hostile_run = copy_run(folder, tmp_path / "run folder; $(touch PWNED) 'x\"")
+    db = tmp_path / "store.db"
+    proc = bench(str(hostile_run), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
+    assert proc.returncode == 0, proc.stderr
+    assert not canary.exists()
+    assert not (Path.home() / "PWNED").exists()
+    assert (hostile / "blobs").is_dir()
+    [row] = rows(db)
+    assert row["status"] == "ok"
