@@ -352,5 +352,20 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
         sys.exit(1)
 
 
+@devices.command("setup")
+@click.argument("name")
+@click.option("--python", "base_python", help="The device's Python to build the venv from (default: the profile's).")
+@click.option("--index-url", help="Package index the device should use (default: its pip configuration).")
+@click.option("--accept-new-host-keys", is_flag=True, help="Trust the host if not yet in known_hosts (and add it).")
+def devices_setup(name: str, base_python: Optional[str], index_url: Optional[str], accept_new_host_keys: bool) -> None:
+    """Create a venv on the device and install a TFLite runtime that fits its Python."""
+    from .devices import load_profile
+    from .provision import setup
+
+    result = setup(load_profile(name), accept_new_host_keys, base_python, index_url)
+    click.echo(f"{result.device}: Python {result.python_version}, installed {', '.join(result.packages)}")
+    click.echo(f'set python = "{result.python}" in its profile (or fleet entry) to use it')
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

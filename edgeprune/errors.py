@@ -7,7 +7,8 @@
      ├── PruningError         a pruning schedule that cannot prune, or did not
      ├── ConversionError      one TFLite variant failed to convert (recorded, not fatal)
      ├── ManifestError        a manifest that is missing or does not match its schema
-     └── DeviceError          a device that cannot be reached or measured
+     ├── DeviceError          a device that cannot be reached or measured
+     └── StoreError           a database that cannot be opened, is too new, or lacks a run
 
 Everything else is a bug and shows a traceback with ``--debug``.
 """
@@ -48,3 +49,7 @@ class ManifestError(EdgepruneError):
 
 class DeviceError(EdgepruneError):
     """A device that cannot be reached or measured."""
+
+
+class StoreError(EdgepruneError):
+    """A database that cannot be opened, is from a newer edgeprune, or lacks a run."""

@@ -14,12 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import EdgepruneError
-
-
-class StoreError(EdgepruneError):
-    """A database that cannot be opened, is from a newer edgeprune, or lacks a run."""
-
+from .errors import StoreError
 
 #: Forward-only migrations; index i upgrades user_version i to i + 1.
 MIGRATIONS: Sequence[str] = (

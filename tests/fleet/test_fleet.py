@@ -268,3 +268,83 @@ def test_hostile_names_are_quoted(digits_run, make_device, tmp_path):
     assert (hostile / "blobs").is_dir()
     [row] = rows(db)
     assert row["status"] == "ok"
+
+
+def test_ssh_config_alias_is_resolved(digits_run, make_device, client_keys, tmp_path):
+    folder, _ = digits_run
+    device = make_device("aliased")
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(f"Host my-pi\n  HostName 127.0.0.1\n  Port {device.port}\n  User root\n"
+                          f"  IdentityFile {client_keys.key}\n")
+    profile = tmp_path / "my-pi.toml"
+    profile.write_text(
+        f'name = "my-pi"\nhost = "my-pi"\nssh_config = "{ssh_config}"\nknown_hosts = "{client_keys.known_hosts}"\n'
+        f'use_agent = false\nworkdir = "{device.workdir}"\npython = "{sys.executable}"\nruns = 5\nwarmup = 1\n'
+    )
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--device", str(profile), "--db", str(db), "--variants", "pruned-int8")
+    assert proc.returncode == 0, proc.stderr
+    [row] = rows(db)
+    assert row["device"] == "my-pi" and row["status"] == "ok"
+
+
+def test_devices_check_reports_runtimes(make_device, pi_python, tmp_path):
+    devices = [make_device("host-py"), make_device("pi-py", python=str(pi_python))]
+    fleet = write_fleet(tmp_path / "fleet.toml", devices)
+    proc = subprocess.run([*EDGEPRUNE, "devices", "check", "--fleet", str(fleet), "--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    reports = {r["device"]: r for r in json.loads(proc.stdout)}
+    def available(name: str) -> Dict[str, str]:
+        return {r["module"]: r["version"] for r in reports[name]["probe"]["runtimes"] if r["available"]}
+    assert available("pi-py") == {"tflite_runtime": "2.14.0"}
+    assert available("host-py")["ai_edge_litert"] == "2.3.0"
+    assert reports["pi-py"]["probe"]["device"]["python"]["version"].startswith("3.9.")
+
+
+def test_devices_setup_installs_a_runtime_that_fits(make_device, tmp_path):
+    """A bare Python 3.9 device gets a venv with tflite-runtime 2.14 (ai-edge-litert has no 3.9 wheels)."""
+    bare = "/root/.pyenv/versions/3.9.18/bin/python"
+    device = make_device("bare39", python=bare)
+    profile = tmp_path / "bare39.toml"
+    profile.write_text(device.profile_toml(command_timeout=900))
+    proc = subprocess.run([*EDGEPRUNE, "devices", "setup", str(profile)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "tflite-runtime==2.14.0" in proc.stdout
+    venv_python = device.workdir / "venv" / "bin" / "python"
+    assert venv_python.exists()
+    profile.write_text(device.profile_toml(python=str(venv_python)))
+    proc = subprocess.run([*EDGEPRUNE, "devices", "check", str(profile), "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    [report] = json.loads(proc.stdout)
+    assert {r["module"] for r in report["probe"]["runtimes"] if r["available"]} == {"tflite_runtime"}
+
+
+def test_ctrl_c_keeps_measured_results_and_resume_finishes(digits_run, make_device, tmp_path):
+    import signal
+
+    folder, manifest = digits_run
+    names = variant_names(manifest)
+    devices = [make_device(f"slow-{i}") for i in range(2)]
+    fleet = write_fleet(tmp_path / "fleet.toml", devices, min_seconds=1.0)
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (db.exists() and any(r["status"] == "ok" for r in rows(db))):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    kept = [r for r in rows(db) if r["status"] == "ok"]
+    assert 1 <= len(kept) < 2 * len(names)
+    run_id = rows(db)[0]["run_id"]
+    proc = bench("--resume", str(run_id), "--fleet", str(fleet), "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    final = rows(db, run_id)
+    assert len(final) == 2 * len(names) and all(r["status"] == "ok" for r in final)
+    for before in kept:  # resumed pairs were not measured again
+        assert by_pair(final)[(before["device"], before["variant"])]["p50_us"] == before["p50_us"]
