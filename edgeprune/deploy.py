@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .devices import DeviceProfile
 from .errors import DeviceError
@@ -54,10 +54,13 @@ class AgentOutcome:
 
 @dataclass
 class TransferStats:
+    """``seconds`` is the transfer phase (hash check, uploads, verification), without the SSH handshake."""
+
     sent: int = 0
     skipped: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
+    connect_seconds: float = 0.0
 
 
 def sha256_file(path: Path) -> str:
@@ -233,15 +236,14 @@ class RemoteDevice(Device):
             except OSError as exc:
                 raise DeviceError(f"cannot access {current} on {self.profile.name}: {exc}") from exc
 
-    def _upload(self, local: Path, remote: str, sha256: str) -> None:
-        """Send to a temporary name, verify the hash on the device, then rename into place."""
+    def _send(self, local: Path, tmp: str) -> None:
+        """SFTP one file to ``tmp``, reconnecting and resending when the connection breaks."""
         import paramiko
 
-        tmp = f"{remote}.part-{os.getpid()}-{threading.get_ident()}"
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
                 self.connection.sftp().put(str(local), tmp, confirm=True)
-                break
+                return
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 # SFTP's generic "Failure" status is the server refusing the write (a full disk, typically):
                 # sending again will not help. A broken connection will: reconnect and resend.
@@ -254,20 +256,51 @@ class RemoteDevice(Device):
                     raise DeviceError(f"upload of {local.name} to {self.profile.name} failed: {reason}") from exc
                 self.connection.close()
                 time.sleep(0.5 * attempt)
-        remote_hash = self.connection.remote_sha256(self.python, [tmp]).get(tmp)
-        if remote_hash != sha256:
-            self._remove_quietly(tmp)
-            raise DeviceError(
-                f"sha256 mismatch after upload of {local.name} to {self.profile.name}: expected {sha256[:16]}, "
-                f"device has {(remote_hash or 'nothing')[:16]}"
-            )
+
+    def _upload_all(self, uploads: Dict[str, Tuple[Path, str]], stop: Optional[threading.Event]) -> None:
+        """Send every file to a temporary name, hash them all on the device in one command, and move into
+        place only what matches; one mismatch fails the device (and leaves nothing half-written behind)."""
+        import paramiko
+
+        suffix = f".part-{os.getpid()}-{threading.get_ident()}"
+        sent: List[str] = []
         try:
-            self.connection.sftp().posix_rename(tmp, remote)
+            for remote, (local, _) in uploads.items():
+                if stop is not None and stop.is_set():
+                    raise DeviceError("interrupted")
+                self._send(local, remote + suffix)
+                sent.append(remote)
+            hashes = self.connection.remote_sha256(self.python, [remote + suffix for remote in sent])
+            for remote in sent:
+                local, digest = uploads[remote]
+                found = hashes.get(remote + suffix)
+                if found != digest:
+                    raise DeviceError(
+                        f"sha256 mismatch after upload of {local.name} to {self.profile.name}: expected "
+                        f"{digest[:16]}, device has {(found or 'nothing')[:16]}"
+                    )
+            for remote in sent:
+                try:
+                    self.connection.sftp().posix_rename(remote + suffix, remote)
+                except (OSError, paramiko.SSHException) as exc:
+                    raise DeviceError(f"cannot move {posixpath.basename(remote)} into place on "
+                                      f"{self.profile.name}: {exc}") from exc
+                self.stats.sent += 1
+                self.stats.bytes_sent += uploads[remote][0].stat().st_size
+        except DeviceError:
+            for remote in sent:
+                self._remove_quietly(remote + suffix)
+            raise
+
+    def _present(self, remote: str, local: Path) -> bool:
+        import paramiko
+
+        try:
+            return self.connection.sftp().stat(remote).st_size == local.stat().st_size
+        except FileNotFoundError:
+            return False
         except (OSError, paramiko.SSHException) as exc:
-            self._remove_quietly(tmp)
-            raise DeviceError(f"cannot move {local.name} into place on {self.profile.name}: {exc}") from exc
-        self.stats.sent += 1
-        self.stats.bytes_sent += local.stat().st_size
+            raise DeviceError(f"cannot look for {remote} on {self.profile.name}: {exc}") from exc
 
     def _remove_quietly(self, path: str) -> None:
         try:
@@ -285,6 +318,9 @@ class RemoteDevice(Device):
 
     def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
         started = time.perf_counter()
+        self.connection.open()
+        self.stats.connect_seconds += time.perf_counter() - started
+        started = time.perf_counter()
         blobs = posixpath.join(self.workdir, "blobs")
         agent_pkg = posixpath.join(self.agent_root, "device_agent")
         wanted: Dict[str, tuple] = {}
@@ -292,16 +328,15 @@ class RemoteDevice(Device):
             wanted[posixpath.join(blobs, spec.blob_name)] = (spec.local, spec.sha256)
         for path in agent_files():
             wanted[posixpath.join(agent_pkg, path.name)] = (path, sha256_file(path))
-        present = self.connection.remote_sha256(self.python, wanted)
-        missing = [remote for remote, (_, digest) in wanted.items() if present.get(remote) != digest]
+        # A file only ever reaches its final, hash-named path after its sha256 was verified on the device, so a
+        # present path of the right size is the verified file: an SFTP stat (no process on the device) is the
+        # whole cache check. The agent reports the sha256 of the model it measured, and the fleet checks that
+        # too, so a copy damaged later on the device's disk is still caught.
+        missing = [remote for remote, (local, _) in wanted.items() if not self._present(remote, local)]
         if missing:
             self._mkdirs(blobs)
             self._mkdirs(agent_pkg)
-        for remote in missing:
-            if stop is not None and stop.is_set():
-                raise DeviceError("interrupted")
-            local, digest = wanted[remote]
-            self._upload(local, remote, digest)
+            self._upload_all({remote: wanted[remote] for remote in missing}, stop)
         self.stats.skipped += len(wanted) - len(missing)
         self.stats.seconds += time.perf_counter() - started
         return {spec.sha256: posixpath.join(blobs, spec.blob_name) for spec in files}

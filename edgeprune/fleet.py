@@ -8,7 +8,6 @@ connection and commits each result as it arrives.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from . import manifest as manifest_io
 from .deploy import AgentOutcome, FileSpec, TransferStats, open_device
 from .devices import DeviceProfile
-from .errors import ConfigError, DeviceError, EdgepruneError
+from .errors import ConfigError, DeviceError
 from .store import Store
 
 
@@ -119,7 +118,6 @@ def _bench_device(profile: DeviceProfile, folder: Path, manifest: Dict[str, Any]
     done = 0
 
     def fail_rest(reason: str, kind: str = "device") -> None:
-        nonlocal done
         for name in variants[done:]:
             store.record(run_id, profile.name, name, {"status": "failed", "error_kind": kind, "error_message": reason})
             summary.failed += 1
@@ -149,6 +147,12 @@ def _bench_device(profile: DeviceProfile, folder: Path, manifest: Dict[str, Any]
                 if stop.is_set() and outcome.status == "failed":
                     fail_rest("interrupted", "interrupted")
                     return summary
+                measured = ((outcome.document or {}).get("model") or {}).get("sha256")
+                if outcome.document is not None and measured != specs[name].sha256 and (
+                        measured is not None or outcome.status == "ok"):
+                    outcome = AgentOutcome("invalid", outcome.document, "sha256-mismatch",
+                                           f"the device measured a model with sha256 {str(measured)[:16]}, "
+                                           f"expected {specs[name].sha256[:16]} (damaged copy on the device?)")
                 store.record(run_id, profile.name, name, result_values(outcome, host_predictions.get(name)))
                 done += 1
                 if outcome.status == "ok":

@@ -348,3 +348,23 @@ def test_ctrl_c_keeps_measured_results_and_resume_finishes(digits_run, make_devi
     assert len(final) == 2 * len(names) and all(r["status"] == "ok" for r in final)
     for before in kept:  # resumed pairs were not measured again
         assert by_pair(final)[(before["device"], before["variant"])]["p50_us"] == before["p50_us"]
+
+
+def test_copy_damaged_on_the_device_is_caught(digits_run, make_device, tmp_path):
+    """The cache check is a stat; a blob damaged later on the device's disk is caught by the sha256 the agent
+    reports for the model it measured."""
+    folder, manifest = digits_run
+    device = make_device("bitrot")
+    fleet = write_fleet(tmp_path / "fleet.toml", [device])
+    db = tmp_path / "store.db"
+    assert bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-float32").returncode == 0
+    sha = next(v["sha256"] for v in manifest["variants"] if v["name"] == "pruned-float32")
+    blob = device.workdir / "blobs" / f"{sha}.tflite"
+    data = bytearray(blob.read_bytes())
+    data[-100] ^= 0x01  # same size, different content
+    blob.write_bytes(bytes(data))
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-float32")
+    assert proc.returncode == 1
+    latest = max(r["run_id"] for r in rows(db))
+    [row] = rows(db, latest)
+    assert row["status"] == "invalid" and row["error_kind"] == "sha256-mismatch"
