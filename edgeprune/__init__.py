@@ -10,4 +10,12 @@ _os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "compare"]
+
+
+def compare(db, run_id=None):  # type: ignore[no-untyped-def]
+    """The comparison table of a stored run (default: the latest) as a pandas DataFrame, one row per device x
+    variant: ``edgeprune.compare("runs/edgeprune.db")``. See ``edgeprune.report`` for the columns."""
+    from .report import compare as _compare
+
+    return _compare(db, run_id)

@@ -16,6 +16,10 @@ from . import __version__
 from .config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
 from .errors import ConfigError, EdgepruneError
 
+DEFAULT_DB = "runs/edgeprune.db"
+#: The report's files (edgeprune.report.FORMATS, repeated here so --help does not import pandas).
+FORMATS = ("csv", "md", "html", "png")
+
 
 class _Group(click.Group):
     """Turns EdgepruneError into one ``Error:`` line and its exit code; --debug shows the traceback."""
@@ -47,10 +51,15 @@ def _stderr_console() -> Any:
 
 
 def _stdout_console() -> Any:
-    """Tables go to stdout; when it is a file or pipe, use a width that fits the whole table."""
+    """Tables go to stdout; when it is a file or pipe, use $COLUMNS or a width that fits the whole table."""
+    import os
+
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    if sys.stdout.isatty():
+        return Console()
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 120)
 
 
 def _debug() -> bool:
@@ -139,39 +148,44 @@ def _variants_table(manifest: Dict[str, Any]) -> Any:
     return table
 
 
-def _optional(value: Any, convert: Callable[[Any], Any]) -> Any:
-    return None if value is None else convert(value)
+def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several click options as one decorator, so ``run`` takes exactly the flags of the commands it chains."""
+    def apply(fn: Any) -> Any:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
 
 
-@main.command()
-@click.option("--model", "model_path", type=str, help="Your Keras model: .keras, .h5 or a SavedModel folder.")
-@click.option("--data", "data_path", type=str, help=".npz with x_train, y_train, x_test, y_test (default: digits).")
-@click.option("--out", type=str, help="Output folder (default: runs/optimize-<time>).")
-@click.option("--variants", type=str, default=",".join(VARIANTS), show_default=True,
-              help="Comma-separated variants to build; the baseline is always built.")
-@click.option("--train-epochs", type=int, default=TrainConfig.epochs, show_default=True,
-              help="Epochs to train the built-in baseline.")
-@click.option("--prune-epochs", "--epochs", type=int, default=PruneConfig.epochs, show_default=True,
-              help="Epochs of the pruning fine-tune.")
-@click.option("--batch-size", type=int, default=PruneConfig.batch_size, show_default=True)
-@click.option("--initial-sparsity", type=float, default=PruneConfig.initial_sparsity, show_default=True)
-@click.option("--final-sparsity", type=float, default=PruneConfig.final_sparsity, show_default=True)
-@click.option("--frequency", type=int, default=None, help="Prune every N steps (default: derived from the data size).")
-@click.option("--end-fraction", type=float, default=PruneConfig.end_fraction, show_default=True,
-              help="Fraction of the fine-tune after which pruning stops and accuracy recovers.")
-@click.option("--block-size", type=str, default="4x1", show_default=True,
-              help="Block of zeros in 2-D (Dense) kernels; 1x1 is unstructured.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of the table.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def optimize(model_path: Optional[str], data_path: Optional[str], out: Optional[str], variants: str,
-             train_epochs: int, prune_epochs: int, batch_size: int, initial_sparsity: float,
-             final_sparsity: float, frequency: Optional[int], end_fraction: float, block_size: str,
-             seed: int, as_json: bool, quiet: bool) -> None:
-    """Prune, strip and convert a model to TFLite variants, and measure each."""
-    from .pipeline import default_out_dir, optimize as run_optimize
+OPTIMIZE_OPTIONS = _options(
+    click.option("--model", "model_path", type=str, help="Your Keras model: .keras, .h5 or a SavedModel folder."),
+    click.option("--data", "data_path", type=str, help=".npz with x_train, y_train, x_test, y_test (default: digits)."),
+    click.option("--out", type=str, help="Output folder (default: runs/optimize-<time>)."),
+    click.option("--variants", type=str, default=",".join(VARIANTS), show_default=True,
+                 help="Comma-separated variants to build; the baseline is always built."),
+    click.option("--train-epochs", type=int, default=TrainConfig.epochs, show_default=True,
+                 help="Epochs to train the built-in baseline."),
+    click.option("--prune-epochs", "--epochs", type=int, default=PruneConfig.epochs, show_default=True,
+                 help="Epochs of the pruning fine-tune."),
+    click.option("--batch-size", type=int, default=PruneConfig.batch_size, show_default=True),
+    click.option("--initial-sparsity", type=float, default=PruneConfig.initial_sparsity, show_default=True),
+    click.option("--final-sparsity", type=float, default=PruneConfig.final_sparsity, show_default=True),
+    click.option("--frequency", type=int, default=None, help="Prune every N steps (default: derived from the data size)."),
+    click.option("--end-fraction", type=float, default=PruneConfig.end_fraction, show_default=True,
+                 help="Fraction of the fine-tune after which pruning stops and accuracy recovers."),
+    click.option("--block-size", type=str, default="4x1", show_default=True,
+                 help="Block of zeros in 2-D (Dense) kernels; 1x1 is unstructured."),
+    click.option("--seed", type=int, default=0, show_default=True),
+)
 
-    config = OptimizeConfig(
+
+def _optimize_config(model_path: Optional[str], data_path: Optional[str], out: Optional[str], variants: str,
+                     train_epochs: int, prune_epochs: int, batch_size: int, initial_sparsity: float,
+                     final_sparsity: float, frequency: Optional[int], end_fraction: float, block_size: str,
+                     seed: int) -> OptimizeConfig:
+    from .pipeline import default_out_dir
+
+    return OptimizeConfig(
         out=out or default_out_dir(),
         model=model_path,
         data=data_path,
@@ -188,20 +202,36 @@ def optimize(model_path: Optional[str], data_path: Optional[str], out: Optional[
             block_size=parse_block_size(block_size),
         ),
     )
+
+
+def _run_optimize(config: OptimizeConfig, quiet: bool) -> Any:
     from ._tf import native_stderr_to
-    from .pipeline import prepare_output
+    from .pipeline import optimize as run_optimize, prepare_output
 
     prepare_output(config.out_path)
     log = None if _debug() else config.out_path / "native.log"
-    with native_stderr_to(log), _RichProgress(quiet or as_json) as progress:
-        result = run_optimize(config, progress)
+    with native_stderr_to(log), _RichProgress(quiet) as progress:
+        return run_optimize(config, progress)
+
+
+def _failed_variants(manifest: Dict[str, Any]) -> List[str]:
+    return [v["name"] for v in manifest["variants"] if v["status"] != "ok"]
+
+
+@main.command()
+@OPTIMIZE_OPTIONS
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def optimize(as_json: bool, quiet: bool, **options: Any) -> None:
+    """Prune, strip and convert a model to TFLite variants, and measure each."""
+    result = _run_optimize(_optimize_config(**options), quiet or as_json)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     else:
         console = _stdout_console()
         console.print(_variants_table(result.manifest))
         console.print(f"Run folder: {result.folder}  (manifest.json, eval.npz, *.tflite)", highlight=False)
-    failed = [v["name"] for v in result.manifest["variants"] if v["status"] != "ok"]
+    failed = _failed_variants(result.manifest)
     if failed:
         click.echo(f"Error: {len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)", err=True)
         sys.exit(1)
@@ -255,32 +285,28 @@ def _latest_run_folder(root: str = "runs") -> str:
     return str(folders[-1].parent)
 
 
-@main.command()
-@click.argument("run_folder", required=False)
-@click.option("--device", help="A profile name from profiles/ or a .toml path (default: local).")
-@click.option("--fleet", help="A fleet .toml file.")
-@click.option("--tags", help="Only fleet devices with one of these comma-separated tags.")
-@click.option("--db", default="runs/edgeprune.db", show_default=True, help="SQLite store.")
-@click.option("--jobs", "-j", type=int, default=8, show_default=True, help="Devices measured at once.")
-@click.option("--variants", type=str, help="Comma-separated subset of the run folder's variants.")
-@click.option("--resume", type=int, metavar="RUN_ID", help="Run only the pairs of RUN_ID not yet stored.")
-@click.option("--accept-new-host-keys", is_flag=True,
-              help="Trust hosts not yet in known_hosts (and add them), like ssh's accept-new. Changed keys are "
-                   "always refused.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
-          jobs: int, variants: Optional[str], resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
-    """Benchmark an optimize output folder on a device or a fleet; results go to SQLite as they arrive."""
+DEVICE_OPTIONS = _options(
+    click.option("--device", help="A profile name from profiles/ or a .toml path (default: local)."),
+    click.option("--fleet", help="A fleet .toml file."),
+    click.option("--tags", help="Only fleet devices with one of these comma-separated tags."),
+    click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store."),
+    click.option("--jobs", "-j", type=int, default=8, show_default=True, help="Devices measured at once."),
+    click.option("--accept-new-host-keys", is_flag=True,
+                 help="Trust hosts not yet in known_hosts (and add them), like ssh's accept-new. Changed keys are "
+                      "always refused."),
+)
+
+
+def _run_bench(folder: Any, devices: List[Any], db: str, jobs: int, accept_new_host_keys: bool, quiet: bool,
+               resume: Optional[int] = None, variants: Optional[List[str]] = None) -> Any:
+    """Bench with a progress row per device, then one summary line; exits 130 when interrupted."""
     from pathlib import Path
 
     from .fleet import bench as run_bench
 
-    devices = _devices(device, fleet, tags)
-    folder = Path(run_folder) if run_folder else (None if resume else Path(_latest_run_folder()))
-    chosen = [v.strip() for v in variants.split(",")] if variants else None
-    with _FleetDisplay([d.name for d in devices], len(chosen or []) or 5, quiet) as display:
+    with _FleetDisplay([d.name for d in devices], len(variants or []) or 5, quiet) as display:
         result = run_bench(folder or Path("."), devices, Path(db), jobs=jobs,
-                           accept_new_host_keys=accept_new_host_keys, resume=resume, variants=chosen,
+                           accept_new_host_keys=accept_new_host_keys, resume=resume, variants=variants,
                            progress=display)
     counts = result.counts
     click.echo(f"run {result.run_id}: {counts['ok']} ok, {counts['error']} error, {counts['failed']} failed "
@@ -291,8 +317,114 @@ def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str]
     if result.interrupted:
         click.echo(f"Interrupted: measured results are stored; finish with --resume {result.run_id}", err=True)
         sys.exit(130)
-    if counts["failed"]:
+    return result
+
+
+@main.command()
+@click.argument("run_folder", required=False)
+@DEVICE_OPTIONS
+@click.option("--variants", type=str, help="Comma-separated subset of the run folder's variants.")
+@click.option("--resume", type=int, metavar="RUN_ID", help="Run only the pairs of RUN_ID not yet stored.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
+          jobs: int, variants: Optional[str], resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
+    """Benchmark an optimize output folder on a device or a fleet; results go to SQLite as they arrive."""
+    from pathlib import Path
+
+    devices = _devices(device, fleet, tags)
+    folder = Path(run_folder) if run_folder else (None if resume else Path(_latest_run_folder()))
+    chosen = [v.strip() for v in variants.split(",")] if variants else None
+    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen)
+    if result.counts["failed"]:
         sys.exit(1)
+
+
+REPORT_FORMAT = click.option("--format", "formats", default=",".join(FORMATS), show_default=True,
+                             help="Comma-separated files to write: csv, md, html, png.")
+
+
+def _print_report(db: str, run_id: Optional[int], out: Optional[str], formats: str) -> Any:
+    """Print the comparison table and write the chosen files; returns the RunReport."""
+    from pathlib import Path
+
+    from . import report as report_mod
+
+    chosen = report_mod.parse_formats(formats)
+    report = report_mod.load(db, run_id)
+    report_mod.print_report(report, _stdout_console())
+    if chosen:
+        folder = Path(out) if out else report_mod.default_out(report)
+        written = report_mod.write(report, folder, chosen)
+        click.echo(f"Report files in {folder}: {', '.join(p.name for p in written)}")
+    return report
+
+
+@main.command("run")
+@OPTIMIZE_OPTIONS
+@DEVICE_OPTIONS
+@REPORT_FORMAT
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str, jobs: int,
+                accept_new_host_keys: bool, formats: str, quiet: bool, **options: Any) -> None:
+    """The main job: optimize, then bench on the device(s), then report, in one command.
+
+    With no arguments: the built-in digits data set on the `local` device. The report goes to <out>/report/.
+    """
+    import time
+
+    started = time.perf_counter()
+    devices = _devices(device, fleet, tags)  # a bad --device/--fleet fails before any training
+    config = _optimize_config(**options)
+    from .report import parse_formats
+
+    parse_formats(formats)
+    result = _run_optimize(config, quiet)
+    click.echo(f"optimize: {result.folder} ({len(result.manifest['variants'])} variants)", err=True)
+    benched = _run_bench(result.folder, devices, db, jobs, accept_new_host_keys, quiet)
+    _print_report(db, benched.run_id, str(result.folder / "report"), formats)
+    click.echo(f"edgeprune run: done in {time.perf_counter() - started:.1f} s", err=True)
+    failed = _failed_variants(result.manifest)
+    if failed or benched.counts["failed"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_id", type=int, required=False)
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store.")
+@click.option("--out", help="Folder for the files (default: the run folder's report/).")
+@REPORT_FORMAT
+@click.option("--compare", nargs=2, type=int, metavar="RUN_A RUN_B",
+              help="Show the change per device x variant from RUN_A to RUN_B instead.")
+def report(run_id: Optional[int], db: str, out: Optional[str], formats: str,
+           compare: Optional[tuple]) -> None:
+    """Print a run's comparison table (default: the latest run) and write CSV, Markdown, HTML and PNG plots."""
+    if compare:
+        from .report_compare import print_comparison
+
+        print_comparison(db, compare[0], compare[1], _stdout_console())
+        return
+    _print_report(db, run_id, out, formats)
+
+
+@main.command()
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store.")
+def runs(db: str) -> None:
+    """List the stored runs: id, date, model, devices, variants and result counts."""
+    from rich.table import Table
+
+    from .report import list_runs
+
+    frame = list_runs(db)
+    if frame.empty:
+        click.echo(f"no runs stored in {db} yet: run `edgeprune run` or `edgeprune bench`")
+        return
+    table = Table(title=f"edgeprune runs ({db})")
+    for column in frame.columns:
+        table.add_column(column, justify="right" if column in ("id", "variants", "ok", "error", "failed", "invalid")
+                         else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    _stdout_console().print(table)
 
 
 @main.group()

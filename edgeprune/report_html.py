@@ -1,0 +1,74 @@
+"""The self-contained HTML report: inline CSS, the PNG plots embedded as data URIs, no scripts, no network."""
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+from typing import Any, Dict
+
+from .report import LEGEND, RunReport, groups
+
+#: Figures that do not depend on the device: a failed pair still shows them, and its reason spans the rest.
+HOST_COLUMNS = ("variant", "status", "size KB", "gzip KB", "gzip ratio", "sparsity", "host acc")
+
+CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
+.meta, .legend { color: #555; } .legend { font-size: 12px; max-width: 1100px; }
+table { border-collapse: collapse; margin: 4px 0 8px; }
+th, td { padding: 4px 9px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th { background: #f2f4f7; font-weight: 600; } td.left, th.left { text-align: left; }
+tr.failed td { background: #fff1f0; } td.reason { color: #a8071a; text-align: left; white-space: normal; }
+img { display: block; margin: 12px 0; border: 1px solid #eee; max-width: 100%; }
+"""
+
+
+def _table(group: Any) -> str:
+    columns = list(group.table.columns)
+    reasons = {variant: (status, reason) for variant, status, reason in group.failures}
+    host = [c for c in columns if c in HOST_COLUMNS]
+    rest = len(columns) - len(host)
+    head = "".join(f'<th class="{"left" if c in ("variant", "status") else ""}">{escape(c)}</th>' for c in columns)
+    if reasons and not rest:  # nothing was measured on this device: the reasons get a column of their own
+        head += '<th class="left">reason</th>'
+        rest = 1
+    body = []
+    for row in group.table.to_dict("records"):
+        failure = reasons.get(row["variant"])
+        if failure is None:
+            cells = "".join(f'<td class="{"left" if c in ("variant", "status") else ""}">{escape(str(row[c]))}</td>'
+                            for c in columns)
+            body.append(f"<tr>{cells}</tr>")
+            continue
+        cells = "".join(f'<td class="{"left" if c in ("variant", "status") else ""}">{escape(str(row[c]))}</td>'
+                        for c in host)
+        cells += f'<td class="reason" colspan="{rest}">{escape(failure[1])}</td>'
+        body.append(f'<tr class="failed">{cells}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def html(report: RunReport, pngs: Dict[str, Path]) -> str:
+    run = report.run
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>edgeprune report: run {run['id']}</title><style>{CSS}</style></head><body>",
+        f"<h1>edgeprune report: run {run['id']}</h1>",
+        f'<p class="meta">{escape(str(run["created"]))} · model: {escape(str(run["model_source"]))} · '
+        f'data: {escape(str(run["dataset"]))} · folder: <code>{escape(str(run["run_folder"]))}</code></p>',
+    ]
+    for group in groups(report.frame):
+        parts += [f"<h2>{escape(group.heading)}</h2>", _table(group)]
+    parts.append(f'<p class="legend">{escape(LEGEND)}</p>')
+    if pngs:
+        parts.append("<h2>Plots</h2>")
+        parts += [_image(pngs[key], alt) for key, alt in (("latency", "p50 latency with p90/p99 whiskers"),
+                                                         ("size_latency", "size vs latency")) if key in pngs]
+    else:
+        parts.append('<p class="meta">No pair was measured, so there is nothing to plot.</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

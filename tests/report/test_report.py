@@ -1,0 +1,158 @@
+"""The comparison table and the report files, built from a real store filled by a real bench (``bench_db``):
+``local``, a loopback sshd device, and a device that is down. Every figure is checked against the store itself."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pandas as pd
+import pytest
+from conftest import edgeprune, latest_run_id
+
+import edgeprune as edgeprune_api
+from edgeprune import plots
+from edgeprune.report_compare import compare_runs
+
+pytestmark = pytest.mark.slow
+DEVICES = {"local", "ssh-up", "ssh-down"}
+
+
+def stored(db: Path, table: str, run_id: int) -> Dict[Tuple[str, ...], sqlite3.Row]:
+    conn = sqlite3.connect(str(db))
+    conn.row_factory = sqlite3.Row
+    rows = list(conn.execute(f"SELECT * FROM {table} WHERE run_id = ?", (run_id,)))
+    conn.close()
+    if table == "variants":
+        return {(r["name"],): r for r in rows}
+    return {(r["device"], r["variant"]): r for r in rows}
+
+
+def png_size(path: Path) -> Tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_table_rows_and_ratios_come_from_the_store(bench_db):
+    frame = edgeprune_api.compare(bench_db.db, bench_db.run_id)
+    variants = stored(bench_db.db, "variants", bench_db.run_id)
+    results = stored(bench_db.db, "results", bench_db.run_id)
+    names = [v["name"] for v in bench_db.manifest["variants"]]
+    assert len(frame) == len(DEVICES) * len(names)
+    assert set(frame["device"]) == DEVICES
+    assert list(frame[frame["device"] == "local"]["variant"]) == names
+    base = variants[("baseline-float32",)]
+    for _, row in frame.iterrows():
+        variant = variants[(row["variant"],)]
+        assert row["size_kb"] == pytest.approx(variant["size_bytes"] / 1024)
+        assert row["gzip_kb"] == pytest.approx(variant["gzip_bytes"] / 1024)
+        assert row["gzip_ratio"] == pytest.approx(base["gzip_bytes"] / variant["gzip_bytes"])
+        assert row["host_accuracy"] == pytest.approx(variant["accuracy"])
+        result = results[(row["device"], row["variant"])]
+        assert row["status"] == result["status"]
+        if row["device"] == "ssh-down":
+            assert row["status"] == "failed"
+            assert result["error_kind"] in row["error"] and result["error_message"] in row["error"]
+            assert "cannot connect" in row["error"]
+            assert all(math.isnan(row[c]) for c in ("p50_us", "p99_us", "device_accuracy", "speedup", "init_ms"))
+            continue
+        device_base = results[(row["device"], "baseline-float32")]
+        assert row["status"] == "ok", row["error"]
+        assert row["runtime"] == "ai_edge_litert" and row["runtime_version"] and row["threads"] == 1
+        assert row["p50_us"] == result["p50_us"] and row["p99_us"] == result["p99_us"]
+        assert row["p50_us"] <= row["p90_us"] <= row["p99_us"]
+        assert row["p50_ci_low_us"] <= row["p50_us"] <= row["p50_ci_high_us"]
+        assert row["speedup"] == pytest.approx(device_base["p50_us"] / result["p50_us"])
+        assert row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"] or row["variant"] == "baseline-float32"
+        assert row["accuracy_delta"] == pytest.approx(result["accuracy"] - device_base["accuracy"])
+        assert row["device_accuracy"] == pytest.approx(row["host_accuracy"], abs=0.002)
+        assert row["agreement"] >= 0.99
+        assert row["rss_peak_mib"] == pytest.approx(result["rss_peak_kib"] / 1024)
+        samples = json.loads(result["agent_json"])["timing"]["samples_us"]
+        assert row["samples"] == len(samples) > 0
+    baseline_rows = frame[(frame["variant"] == "baseline-float32") & (frame["status"] == "ok")]
+    assert (baseline_rows["speedup"] == 1).all()
+
+
+def test_report_command_prints_by_device_and_writes_every_file(bench_db, tmp_path):
+    out = tmp_path / "report"
+    proc = edgeprune("report", str(bench_db.run_id), "--db", str(bench_db.db), "--out", str(out),
+                     env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1].startswith("Report files in")  # a path: it may be longer than the terminal
+    assert max(len(line.rstrip()) for line in lines[:-1]) <= 100
+    for device in DEVICES:
+        assert any(line.startswith(f"{device}") for line in lines), device
+    assert "every variant (failed): deploy: cannot connect" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+    csv = pd.read_csv(out / "report.csv")
+    frame = edgeprune_api.compare(bench_db.db, bench_db.run_id)
+    assert list(csv.columns) == list(frame.columns) and len(csv) == len(frame)
+    assert csv["p50_us"].equals(frame["p50_us"].astype(float))
+
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("\n## ") == len(DEVICES)
+    assert "| variant |" in markdown and "**baseline-float32** (failed)" in markdown
+
+    html = (out / "report.html").read_text()
+    assert html.count("<table>") == len(DEVICES) and html.count("data:image/png;base64,") == 2
+    assert 'class="reason"' in html
+    assert "<script" not in html and "href=" not in html and 'src="http' not in html  # self-contained
+    for name in plots.FILES.values():
+        assert png_size(out / name) == plots.PIXELS
+        assert (out / name).stat().st_size > 10_000
+
+
+def test_runs_lists_the_run_with_its_counts(bench_db):
+    proc = edgeprune("runs", "--db", str(bench_db.db))
+    assert proc.returncode == 0, proc.stderr
+    [line] = [line for line in proc.stdout.splitlines() if line.strip("│ ").startswith(f"{bench_db.run_id} ")]
+    n = len([v for v in bench_db.manifest["variants"] if v["status"] == "ok"])
+    cells = [c.strip() for c in line.strip("│").split("│")]
+    assert cells[0] == str(bench_db.run_id)
+    assert cells[-4:] == [str(2 * n), "0", str(n), "0"]  # ok, error, failed, invalid
+
+
+def test_compare_two_runs(bench_db, tmp_path):
+    proc = edgeprune("bench", str(bench_db.folder), "--device", "local", "--db", str(bench_db.db), "-q")
+    assert proc.returncode == 0, proc.stderr
+    second = latest_run_id(bench_db.db)
+    frame = compare_runs(bench_db.db, bench_db.run_id, second)
+    local = frame[frame["device"] == "local"]
+    assert len(local) == len(bench_db.manifest["variants"])
+    first_results = stored(bench_db.db, "results", bench_db.run_id)
+    second_results = stored(bench_db.db, "results", second)
+    for _, row in local.iterrows():
+        a, b = first_results[("local", row["variant"])], second_results[("local", row["variant"])]
+        assert row["p50_change"] == pytest.approx(b["p50_us"] / a["p50_us"] - 1)
+        assert row["p50_change_significant"] in (True, False)
+    only_a = frame[frame["device"] == "ssh-up"]
+    assert only_a["p50_us_b"].isna().all() and only_a["status_b"].isna().all()
+
+    proc = edgeprune("report", "--db", str(bench_db.db), "--compare", str(bench_db.run_id), str(second))
+    assert proc.returncode == 0, proc.stderr
+    assert "p50 change" in proc.stdout and "ssh-up" in proc.stdout
+
+
+def test_a_run_with_only_failures_shows_a_table_of_failures(digits_run, make_device, tmp_path):
+    from sshlab import write_fleet
+
+    dead = make_device("dead", start=False)
+    fleet = write_fleet(tmp_path / "fleet.toml", [dead])
+    db = tmp_path / "store.db"
+    proc = edgeprune("bench", str(digits_run.folder), "--fleet", str(fleet), "--db", str(db), "-q")
+    assert proc.returncode == 1
+    out = tmp_path / "report"
+    proc = edgeprune("report", "--db", str(db), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "every variant (failed): deploy: cannot connect" in proc.stdout
+    assert "nothing to plot" in (out / "report.html").read_text()
+    assert not list(out.glob("*.png"))
