@@ -57,7 +57,8 @@ def latency_figure(frame: Any) -> Any:
         if has_ci.any():
             ax.errorbar(xs[has_ci], p50[has_ci], yerr=[p50[has_ci] - low[has_ci], high[has_ci] - p50[has_ci]],
                         fmt="none", ecolor="white", elinewidth=1.5, capsize=3)
-    _log_if_wide(ax, ok["p99_us"].to_numpy(dtype=float), ax.set_yscale)
+    _log_if_wide(ax, ok["p50_us"].to_numpy(dtype=float), ax.set_yscale)
+    _clip_outliers(ax, ok, scale, variants, devices, width)
     ax.set_xticks(range(len(variants)), variants, rotation=15)
     ax.set_ylabel(f"latency ({unit}, batch 1)")
     ax.set_title("p50 latency per variant and device (bar: p50, white: its 95% CI; ticks: p90 and p99)")
@@ -65,6 +66,19 @@ def latency_figure(frame: Any) -> Any:
     if devices:
         ax.legend(loc="best")
     return fig
+
+
+def _clip_outliers(ax: Any, ok: Any, scale: float, variants: List[str], devices: List[str], width: float) -> None:
+    """A p99 far above every p90 would squash the bars: cut the axis at 3x the top p90 and write the value."""
+    p90_top = ok["p90_us"].max() / scale
+    if ax.get_yscale() != "linear" or not p90_top > 0 or ok["p99_us"].max() / scale <= 3 * p90_top:
+        return
+    top = 3 * p90_top
+    ax.set_ylim(0, top * 1.05)
+    for _, row in ok[ok["p99_us"] / scale > top].iterrows():
+        x = variants.index(row["variant"]) - 0.4 + width * (devices.index(row["device"]) + 0.5)
+        ax.annotate(f"p99 {row['p99_us'] / scale:.0f}", (x, top * 1.05), xytext=(0, -3), textcoords="offset points",
+                    ha="center", va="top", fontsize=8, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6"})
 
 
 def size_latency_figure(frame: Any) -> Any:

@@ -4,12 +4,18 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/bootstrap.sh"
-# The SSH tests start real OpenSSH servers on loopback ports: install the server (not started) when missing.
-if [ ! -x /usr/sbin/sshd ]; then
-  echo "edgeprune: installing openssh-server for the SSH tests" >&2
+
+# install_missing PROGRAM DEBIAN_PACKAGE WHY: apt-get install the package when the program is missing.
+install_missing() {
+  if [ -x "$1" ] || command -v "$1" >/dev/null 2>&1; then return 0; fi
+  echo "edgeprune: installing $2 $3" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-server >&2
-fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >&2
+}
+# The SSH tests start real OpenSSH servers on loopback ports (the server is installed, not started).
+install_missing /usr/sbin/sshd openssh-server "for the SSH tests"
+# The report test opens the HTML report in headless Chromium for a screenshot.
+install_missing chromium chromium "for the HTML report test"
 cd "$repo"
 exec "$repo/.venv/bin/python" -m pytest "$@"

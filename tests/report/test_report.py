@@ -7,6 +7,7 @@ import math
 import os
 import sqlite3
 import struct
+import subprocess
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -156,3 +157,24 @@ def test_a_run_with_only_failures_shows_a_table_of_failures(digits_run, make_dev
     assert "every variant (failed): deploy: cannot connect" in proc.stdout
     assert "nothing to plot" in (out / "report.html").read_text()
     assert not list(out.glob("*.png"))
+
+
+def test_html_report_in_headless_chromium(bench_db, tmp_path):
+    """The HTML opens in a real browser: a screenshot shows the tables and both plots."""
+    from matplotlib.image import imread
+
+    out = tmp_path / "report"
+    proc = edgeprune("report", str(bench_db.run_id), "--db", str(bench_db.db), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    shot = tmp_path / "screenshot.png"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "screenshot.sh"
+    proc = subprocess.run(["bash", str(script), str(out / "report.html"), str(shot), "1400,2400"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert png_size(shot) == (1400, 2400)
+    pixels = imread(str(shot))[:, :, :3]
+    inked = (pixels.min(axis=2) < 0.9).any(axis=1)  # rows of the page with something drawn on them
+    # the three device tables are at the top, the two 500 px plots below them: ink all the way down
+    assert inked[:300].any() and inked[1000:1400].any() and inked[1500:2000].any()
+    colored = (pixels.max(axis=2) - pixels.min(axis=2)) > 0.3  # the plots' bars and points are in colour
+    assert colored[800:].sum() > 5000
