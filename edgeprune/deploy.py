@@ -247,12 +247,16 @@ class RemoteDevice(Device):
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 # SFTP's generic "Failure" status is the server refusing the write (a full disk, typically):
                 # sending again will not help. A broken connection will: reconnect and resend.
-                server_refused = isinstance(exc, OSError) and str(exc) in ("Failure", "[Errno None] Failure")
+                # A short file ("size mismatch in put! 81920 != 1138536") is the same: the device stored less
+                # than was sent, which on Linux means ENOSPC or a quota.
+                message = str(exc)
+                server_refused = isinstance(exc, OSError) and (
+                    message in ("Failure", "[Errno None] Failure") or message.startswith("size mismatch in put"))
                 if server_refused or attempt == UPLOAD_ATTEMPTS:
                     self._remove_quietly(tmp)
-                    reason = str(exc) or type(exc).__name__
+                    reason = message or type(exc).__name__
                     if server_refused:
-                        reason = "the device refused the write (is its disk full?)"
+                        reason = f"the device did not store the whole file ({message}): disk full?"
                     raise DeviceError(f"upload of {local.name} to {self.profile.name} failed: {reason}") from exc
                 self.connection.close()
                 time.sleep(0.5 * attempt)

@@ -1,0 +1,203 @@
+"""Faults and hostile parts on loopback devices: a hostile agent, a host killed with SIGKILL, two writers on one
+store, a device whose disk is full, and random inputs to the parsers (hypothesis)."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sshlab import write_fleet
+from test_fleet import EDGEPRUNE, bench, by_pair, rows, variant_names
+
+HOSTILE = {
+    # what the fake agent does instead of (or to) the real agent's output
+    "huge": "sys.stdout.write('A' * (20 * 1024 * 1024)); sys.exit(0)",
+    "not-json": "print('{\"schema_version\": 1, \"status\": ok'); sys.exit(0)",
+    "wrong-types": "doc = real(); doc['timing']['p50_us'] = 'fast'; doc['accuracy']['accuracy'] = [1]; emit(doc)",
+    "nan": "doc = real(); doc['timing']['p50_us'] = float('nan'); emit(doc, allow_nan=True)",
+    "negative": "doc = real(); doc['timing']['p50_us'] = -12.5; doc['timing']['min_us'] = -1; emit(doc)",
+    "extra-fields": "doc = real(); doc['timing']['injected'] = \"'; DROP TABLE results; --\"; emit(doc)",
+}
+
+
+def hostile_python(tmp_path: Path, mode: str) -> Path:
+    script = tmp_path / f"python-{mode}"
+    script.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import json, os, subprocess, sys
+        if sys.argv[1:3] != ["-m", "device_agent"] or sys.argv[3:4] != ["run"]:
+            os.execv({sys.executable!r}, [{sys.executable!r}] + sys.argv[1:])
+        def real():
+            out = subprocess.run([{sys.executable!r}] + sys.argv[1:], capture_output=True).stdout
+            return json.loads(out)
+        def emit(doc, allow_nan=False):
+            print(json.dumps(doc, allow_nan=allow_nan))
+        """) + HOSTILE[mode] + "\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.slow
+def test_hostile_agents_are_recorded_invalid_and_the_store_stays_sound(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    devices = [make_device(f"hostile-{mode}", python=str(hostile_python(tmp_path, mode))) for mode in HOSTILE]
+    honest = make_device("honest")
+    fleet = write_fleet(tmp_path / "fleet.toml", devices + [honest])
+    db = tmp_path / "store.db"
+    proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    stored = by_pair(rows(db))
+    assert stored[("honest", "pruned-int8")]["status"] == "ok"
+    for mode in HOSTILE:
+        row = stored[(f"hostile-{mode}", "pruned-int8")]
+        assert row["status"] == "invalid", (mode, row["error_message"])
+        assert row["error_kind"] == "invalid-output"
+        assert row["p50_us"] is None and row["accuracy"] is None
+        assert len(row["agent_json"] or "") <= 4000  # only an excerpt of untrusted output is kept
+    conn = sqlite3.connect(str(db))
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == len(HOSTILE) + 1
+    conn.close()
+
+
+@pytest.mark.slow
+def test_host_killed_with_sigkill_then_resume_stores_every_pair_once(digits_run, make_device, tmp_path):
+    folder, manifest = digits_run
+    names = variant_names(manifest)
+    devices = [make_device(f"k{i}") for i in range(2)]
+    fleet = write_fleet(tmp_path / "fleet.toml", devices, min_seconds=1.0)
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (db.exists() and len(rows(db)) >= 2):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = {(r["device"], r["variant"]): r["p50_us"] for r in rows(db)}
+    assert 2 <= len(before) < 2 * len(names)
+    run_id = rows(db)[0]["run_id"]
+    resumed = bench("--resume", str(run_id), "--fleet", str(fleet), "--db", str(db))
+    assert resumed.returncode == 0, resumed.stderr
+    final = rows(db, run_id)
+    assert sorted((r["device"], r["variant"]) for r in final) == sorted(
+        (d.name, n) for d in devices for n in names)
+    assert all(r["status"] == "ok" and r["attempts"] == 1 for r in final)
+    for pair, p50 in before.items():
+        assert by_pair(final)[pair]["p50_us"] == p50
+
+
+@pytest.mark.slow
+def test_two_benches_share_one_store(digits_run, make_device, tmp_path):
+    folder, manifest = digits_run
+    names = variant_names(manifest)
+    fleets = []
+    for group in range(2):
+        devices = [make_device(f"g{group}-{i}") for i in range(2)]
+        fleets.append(write_fleet(tmp_path / f"fleet{group}.toml", devices))
+    db = tmp_path / "shared.db"
+    procs = [subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(f), "--db", str(db), "-q"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in fleets]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    stored = rows(db)
+    assert len({r["run_id"] for r in stored}) == 2
+    assert len(stored) == 4 * len(names) and all(r["status"] == "ok" for r in stored)
+
+
+@pytest.mark.slow
+def test_full_disk_on_the_device_is_a_clear_recorded_error(digits_run, make_device, tmp_path):
+    folder, _ = digits_run
+    device = make_device("tiny-disk")
+    device.workdir.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(device.workdir)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"tests run as root and need tmpfs mounts: {mounted.stderr}"
+    try:
+        fleet = write_fleet(tmp_path / "fleet.toml", [device])
+        db = tmp_path / "store.db"
+        proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "baseline-float32")
+        assert proc.returncode == 1
+        [row] = rows(db)
+        assert row["status"] == "failed"
+        assert "disk full" in row["error_message"]
+        leftovers = [p.name for p in device.workdir.rglob("*.part-*")]
+        assert leftovers == []
+    finally:
+        subprocess.run(["umount", "-l", str(device.workdir)], check=False)
+
+
+# -- parsers under random input --------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=json_values, exit_status=st.integers(-1, 255))
+def test_random_agent_output_never_crashes_the_judge(doc, exit_status):
+    from edgeprune.deploy import judge
+    from edgeprune.fleet import result_values
+    from edgeprune.ssh import CommandResult
+
+    text = json.dumps(doc, allow_nan=True).encode()
+    outcome = judge(CommandResult(exit_status, text, b""))
+    assert outcome.status in ("ok", "error", "invalid", "failed")
+    values = result_values(outcome, None)
+    assert values["status"] == outcome.status
+    if outcome.status == "invalid":
+        assert values["p50_us"] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=300))
+def test_random_bytes_from_an_agent_are_invalid(raw):
+    from edgeprune.deploy import judge
+    from edgeprune.ssh import CommandResult
+
+    assert judge(CommandResult(0, raw, b"")).status in ("invalid", "ok", "error")
+
+
+toml_scalars = st.one_of(st.integers(-5, 70000), st.booleans(), st.text(max_size=30), st.floats(allow_nan=False))
+profile_dicts = st.dictionaries(
+    st.sampled_from(["name", "kind", "host", "port", "user", "workdir", "python", "runtime", "threads", "runs",
+                     "warmup", "tags", "min_seconds", "bogus", "connect_timeout"]),
+    toml_scalars, max_size=10)
+
+
+def _toml(values: dict) -> str:
+    lines = []
+    for key, value in values.items():
+        lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(profile_dicts, min_size=0, max_size=4))
+def test_random_fleet_files_load_or_fail_with_config_error(entries, tmp_path):
+    from edgeprune.devices import NAME_RE, load_fleet
+    from edgeprune.errors import ConfigError
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text("".join("[[device]]\n" + _toml(e) for e in entries))
+    try:
+        loaded = load_fleet(str(fleet))
+    except ConfigError:
+        return
+    for device in loaded.devices:
+        assert NAME_RE.match(device.name) and ".." not in device.name and "/" not in device.name
+        assert ".." not in Path(device.workdir).parts
