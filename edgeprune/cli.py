@@ -410,6 +410,7 @@ def report(run_id: Optional[int], db: str, out: Optional[str], formats: str,
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store.")
 def runs(db: str) -> None:
     """List the stored runs: id, date, model, devices, variants and result counts."""
+    from rich import box
     from rich.table import Table
 
     from .report import list_runs
@@ -418,12 +419,14 @@ def runs(db: str) -> None:
     if frame.empty:
         click.echo(f"no runs stored in {db} yet: run `edgeprune run` or `edgeprune bench`")
         return
-    table = Table(title=f"edgeprune runs ({db})")
-    for column in frame.columns:
-        table.add_column(column, justify="right" if column in ("id", "variants", "ok", "error", "failed", "invalid")
-                         else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
+    table = Table(title=f"edgeprune runs ({db})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("id", "created", "model / data", "devices", "variants", "results"):
+        table.add_column(column, justify="right" if column in ("id", "variants") else "left",
+                         no_wrap=column in ("id", "created", "results"))
+    for run in frame.to_dict("records"):
+        model = run["model"] if run["dataset"] in str(run["model"]) else f"{run['model']} / {run['dataset']}"
+        results = ", ".join(f"{run[s]} {s}" for s in ("ok", "error", "failed", "invalid") if run[s]) or "none"
+        table.add_row(str(run["id"]), run["created"], model, run["devices"], str(run["variants"]), results)
     _stdout_console().print(table)
 
 

@@ -69,16 +69,16 @@ def latency_figure(frame: Any) -> Any:
 
 
 def _clip_outliers(ax: Any, ok: Any, scale: float, variants: List[str], devices: List[str], width: float) -> None:
-    """A p99 far above every p90 would squash the bars: cut the axis at 3x the top p90 and write the value."""
-    p90_top = ok["p90_us"].max() / scale
-    if ax.get_yscale() != "linear" or not p90_top > 0 or ok["p99_us"].max() / scale <= 3 * p90_top:
+    """Tails far above every p50 would squash the bars: cut the axis at 3x the top p50 and write the values cut."""
+    top = 3 * ok["p50_us"].max() / scale
+    if ax.get_yscale() != "linear" or not top > 0 or ok["p99_us"].max() / scale <= top * 1.05:
         return
-    top = 3 * p90_top
     ax.set_ylim(0, top * 1.05)
-    for _, row in ok[ok["p99_us"] / scale > top].iterrows():
+    for _, row in ok[ok["p99_us"] / scale > top * 1.05].iterrows():
         x = variants.index(row["variant"]) - 0.4 + width * (devices.index(row["device"]) + 0.5)
-        ax.annotate(f"p99 {row['p99_us'] / scale:.0f}", (x, top * 1.05), xytext=(0, -3), textcoords="offset points",
-                    ha="center", va="top", fontsize=8, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6"})
+        cut = [f"{p} {row[f'{p}_us'] / scale:.0f}" for p in ("p90", "p99") if row[f"{p}_us"] / scale > top * 1.05]
+        ax.annotate("\n".join(cut), (x, top * 1.05), xytext=(0, -3), textcoords="offset points", ha="center",
+                    va="top", fontsize=8, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6"})
 
 
 def size_latency_figure(frame: Any) -> Any:

@@ -12,11 +12,11 @@ from .report import LEGEND, RunReport, groups
 HOST_COLUMNS = ("variant", "status", "size KB", "gzip KB", "gzip ratio", "sparsity", "host acc")
 
 CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
+body { font: 13px/1.4 system-ui, sans-serif; margin: 20px; color: #222; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .meta, .legend { color: #555; } .legend { font-size: 12px; max-width: 1100px; }
 table { border-collapse: collapse; margin: 4px 0 8px; }
-th, td { padding: 4px 9px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th, td { padding: 3px 7px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th { background: #f2f4f7; font-weight: 600; } td.left, th.left { text-align: left; }
 tr.failed td { background: #fff1f0; } td.reason { color: #a8071a; text-align: left; white-space: normal; }
 img { display: block; margin: 12px 0; border: 1px solid #eee; max-width: 100%; }

@@ -112,13 +112,11 @@ def test_report_command_prints_by_device_and_writes_every_file(bench_db, tmp_pat
 
 
 def test_runs_lists_the_run_with_its_counts(bench_db):
-    proc = edgeprune("runs", "--db", str(bench_db.db))
+    proc = edgeprune("runs", "--db", str(bench_db.db), env={**os.environ, "COLUMNS": "100"})
     assert proc.returncode == 0, proc.stderr
-    [line] = [line for line in proc.stdout.splitlines() if line.strip("│ ").startswith(f"{bench_db.run_id} ")]
+    [line] = [line for line in proc.stdout.splitlines() if line.split()[:1] == [str(bench_db.run_id)]]
     n = len([v for v in bench_db.manifest["variants"] if v["status"] == "ok"])
-    cells = [c.strip() for c in line.strip("│").split("│")]
-    assert cells[0] == str(bench_db.run_id)
-    assert cells[-4:] == [str(2 * n), "0", str(n), "0"]  # ok, error, failed, invalid
+    assert line.rstrip().endswith(f"{2 * n} ok, {n} failed") and "built-in CNN" in line
 
 
 def test_compare_two_runs(bench_db, tmp_path):
