@@ -63,6 +63,40 @@ def _num(value: Optional[float]) -> float:
     return math.nan if value is None else float(value)
 
 
+def _pair_row(run_id: int, device: str, variant: Dict[str, Any], base: Optional[Dict[str, Any]],
+              result: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """One device x variant row: the host's figures from the variant, the device's from its stored result."""
+    row: Dict[str, Any] = {"run_id": run_id, "device": device, "variant": variant["name"]}
+    row["size_kb"], row["gzip_kb"] = _kb(variant["size_bytes"]), _kb(variant["gzip_bytes"])
+    row["gzip_ratio"] = base["gzip_bytes"] / variant["gzip_bytes"] if base and variant["gzip_bytes"] else math.nan
+    row["sparsity"], row["host_accuracy"] = _num(variant["sparsity"]), _num(variant["accuracy"])
+    if variant["status"] != "ok":
+        row["status"] = "not-built"
+        row["error"] = json.loads(variant["manifest_json"]).get("error") or "conversion failed"
+        return row
+    if result is None:
+        row["status"] = "not-measured"
+        row["error"] = f"no result stored (finish with `edgeprune bench --resume {run_id}`)"
+        return row
+    row["status"], row["error"] = result["status"], _error(result)
+    for column in ("runtime", "runtime_version", "threads", "machine"):
+        row[column] = result[column]
+    if result["status"] != "ok":
+        return row
+    samples = _agent_samples(result["agent_json"])
+    medians = stats.bootstrap_medians(samples)
+    ci = stats.interval(medians)
+    row.update({
+        "device_accuracy": _num(result["accuracy"]), "agreement": _num(result["agreement"]),
+        "p50_us": _num(result["p50_us"]), "p90_us": _num(result["p90_us"]), "p99_us": _num(result["p99_us"]),
+        "p50_ci_low_us": ci.low if ci else math.nan, "p50_ci_high_us": ci.high if ci else math.nan,
+        "init_ms": _num(result["init_ms"]), "rss_peak_mib": _kb(result["rss_peak_kib"]),
+        "throttled": None if result["throttled"] is None else bool(result["throttled"]),
+        "samples": len(samples or []), "_medians": medians,
+    })
+    return row
+
+
 def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
     """Read one run (default: the latest) from the store and build its comparison table."""
     import pandas as pd
@@ -79,35 +113,8 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
     medians: Dict[Tuple[str, str], Optional[np.ndarray]] = {}
     for device in devices:
         for variant in variants:
-            name = variant["name"]
-            row: Dict[str, Any] = {"run_id": run_id, "device": device, "variant": name}
-            row["size_kb"], row["gzip_kb"] = _kb(variant["size_bytes"]), _kb(variant["gzip_bytes"])
-            row["gzip_ratio"] = (base["gzip_bytes"] / variant["gzip_bytes"]
-                                 if base and variant["gzip_bytes"] else math.nan)
-            row["sparsity"], row["host_accuracy"] = _num(variant["sparsity"]), _num(variant["accuracy"])
-            result = results.get((device, name))
-            if variant["status"] != "ok":
-                row["status"] = "not-built"
-                row["error"] = json.loads(variant["manifest_json"]).get("error") or "conversion failed"
-            elif result is None:
-                row["status"] = "not-measured"
-                row["error"] = f"no result stored (finish with `edgeprune bench --resume {run_id}`)"
-            else:
-                row["status"], row["error"] = result["status"], _error(result)
-                for column in ("runtime", "runtime_version", "threads", "machine"):
-                    row[column] = result[column]
-                if result["status"] == "ok":
-                    samples = _agent_samples(result["agent_json"])
-                    medians[(device, name)] = stats.bootstrap_medians(samples)
-                    ci = stats.interval(medians[(device, name)])
-                    row.update({
-                        "device_accuracy": _num(result["accuracy"]), "agreement": _num(result["agreement"]),
-                        "p50_us": _num(result["p50_us"]), "p90_us": _num(result["p90_us"]),
-                        "p99_us": _num(result["p99_us"]), "init_ms": _num(result["init_ms"]),
-                        "p50_ci_low_us": ci.low if ci else math.nan, "p50_ci_high_us": ci.high if ci else math.nan,
-                        "rss_peak_mib": _kb(result["rss_peak_kib"]), "samples": len(samples or []),
-                        "throttled": None if result["throttled"] is None else bool(result["throttled"]),
-                    })
+            row = _pair_row(run_id, device, variant, base, results.get((device, variant["name"])))
+            medians[(device, variant["name"])] = row.pop("_medians", None)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     _relative_to_baseline(frame, medians)
@@ -181,9 +188,7 @@ class Group:
 
 
 def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return format(value, spec)
+    return format(value, spec) if _present(value) else ""
 
 
 def _latency(value: float) -> str:
@@ -198,16 +203,22 @@ def _speedup(row: Any) -> str:
     return ("~" if row["speedup_significant"] is False else "") + text + "x"
 
 
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
+
+
 def _heading(device: str, rows: Any) -> str:
-    ok = rows[rows["runtime"].notna()]
-    if ok.empty:
+    """``device: runtime version, N threads, machine`` from the first row the agent answered."""
+    known = rows[rows["runtime"].notna()]
+    if known.empty:
         return device
-    first = ok.iloc[0]
-    threads = first["threads"]
-    parts = [f"{first['runtime']} {first['runtime_version'] or ''}".strip(),
-             f"{int(threads)} thread{'s' if threads != 1 else ''}" if threads == threads and threads is not None else "",
-             first["machine"] or ""]
-    return f"{device}: " + ", ".join(p for p in parts if p)
+    first = known.iloc[0]
+    parts = [" ".join(str(first[c]) for c in ("runtime", "runtime_version") if _present(first[c]))]
+    if _present(first["threads"]):
+        parts.append(f"{int(first['threads'])} thread{'s' if first['threads'] != 1 else ''}")
+    if _present(first["machine"]):
+        parts.append(str(first["machine"]))
+    return f"{device}: " + ", ".join(parts)
 
 
 def groups(frame: Any, terminal: bool = False) -> List[Group]:

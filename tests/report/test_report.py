@@ -176,3 +176,34 @@ def test_html_report_in_headless_chromium(bench_db, tmp_path):
     assert inked[:300].any() and inked[1000:1400].any() and inked[1500:2000].any()
     colored = (pixels.max(axis=2) - pixels.min(axis=2)) > 0.3  # the plots' bars and points are in colour
     assert colored[800:].sum() > 5000
+
+
+def test_every_kind_of_missing_figure_shows_its_reason(bench_db, tmp_path):
+    """A variant that did not convert, an error the agent reported, a pair never measured: each row says why."""
+    from edgeprune.store import Store
+
+    manifest = json.loads(json.dumps(bench_db.manifest))
+    broken = next(v for v in manifest["variants"] if v["name"] == "pruned-float16")
+    broken.clear()
+    broken.update({"name": "pruned-float16", "status": "error", "description": "float16",
+                   "error": "pruned-float16: converter said no"})
+    db = tmp_path / "store.db"
+    with Store.open(db) as store:
+        run_id = store.create_run(str(bench_db.folder), manifest, {})
+        store.add_device(run_id, "pi", "ssh", "192.0.2.1", [], {})
+        store.record(run_id, "pi", "pruned-int8", {"status": "error", "error_kind": "model-load",
+                                                   "error_message": "Didn't find op for builtin opcode",
+                                                   "runtime": "tflite_runtime", "runtime_version": "2.14.0"})
+    frame = edgeprune_api.compare(db).set_index("variant")
+    assert frame.loc["pruned-float16", "status"] == "not-built"
+    assert frame.loc["pruned-float16", "error"] == "pruned-float16: converter said no"
+    assert frame.loc["pruned-int8", "status"] == "error"
+    assert frame.loc["pruned-int8", "error"] == "model-load: Didn't find op for builtin opcode"
+    assert frame.loc["pruned-int8", "runtime_version"] == "2.14.0"
+    assert frame.loc["baseline-float32", "status"] == "not-measured"
+    assert f"--resume {run_id}" in frame.loc["baseline-float32", "error"]
+    proc = edgeprune("report", "--db", str(db), "--format", "md", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    assert "pruned-int8 (error): model-load: Didn't find op" in proc.stdout
+    assert "pruned-float16 (not-built): pruned-float16: converter said no" in proc.stdout
+    assert "**pruned-int8** (error): model-load" in (tmp_path / "r" / "report.md").read_text()
