@@ -1,0 +1,87 @@
+"""Soak: 64 lab devices through 3 consecutive fleet benches; results stored / expected, wall time, peak memory.
+
+Each device is a real OpenSSH server on 127.0.0.1 (tests/sshlab.py) running the agent with this venv's Python.
+Every run is a new `bench` (new run id) in one SQLite file, as a nightly job would do. Prints, per run, the pairs
+stored as ok against the pairs expected (goal: 100%), the wall time, and at the end the host process's peak RSS.
+
+    .venv/bin/python benchmarks/fleet_soak.py [RUN_FOLDER] [--devices 64] [--runs 3] [--variants a,b]
+
+Without RUN_FOLDER a default optimize runs first. Traffic: loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from sshlab import ClientKeys, SshdDevice, stop_all  # noqa: E402
+
+import edgeprune  # noqa: E402,F401
+from edgeprune.devices import load_profile  # noqa: E402
+from edgeprune.fleet import bench  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_folder", nargs="?")
+    parser.add_argument("--devices", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--variants", default="")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="edgeprune-soak-"))
+    folder = Path(args.run_folder) if args.run_folder else None
+    if folder is None:
+        from edgeprune.config import OptimizeConfig
+        from edgeprune.pipeline import optimize
+
+        folder = work / "run"
+        optimize(OptimizeConfig(out=str(folder)))
+    variants = [v for v in args.variants.split(",") if v] or None
+    client = ClientKeys(work / "client")
+    devices = []
+    try:
+        for i in range(args.devices):
+            devices.append(SshdDevice(f"soak-{i:02d}", work / f"d{i:02d}", client, python=sys.executable).start())
+            devices[-1].trust()
+        profiles = []
+        for device in devices:
+            path = device.root / "profile.toml"
+            path.write_text(device.profile_toml(runs=10, warmup=2))
+            profiles.append(load_profile(str(path)))
+        db = work / "soak.db"
+        print(f"{args.devices} loopback devices, {args.runs} runs, jobs {args.jobs}, store {db}")
+        print(f"{'run':>4} {'run id':>7} {'stored ok / expected':>22} {'failed':>7} {'wall s':>8}")
+        totals = [0, 0]
+        for index in range(1, args.runs + 1):
+            started = time.perf_counter()
+            result = bench(folder, profiles, db, jobs=args.jobs, variants=variants)
+            wall = time.perf_counter() - started
+            conn = sqlite3.connect(str(db))
+            stored_ok = conn.execute("SELECT COUNT(*) FROM results WHERE run_id = ? AND status = 'ok'",
+                                     (result.run_id,)).fetchone()[0]
+            stored_all = conn.execute("SELECT COUNT(*) FROM results WHERE run_id = ?", (result.run_id,)).fetchone()[0]
+            expected = conn.execute("SELECT COUNT(*) FROM variants WHERE run_id = ? AND status = 'ok'",
+                                    (result.run_id,)).fetchone()[0] if not variants else len(variants)
+            conn.close()
+            expected *= len(devices)
+            totals[0] += stored_ok
+            totals[1] += expected
+            print(f"{index:>4} {result.run_id:>7} {stored_ok:>10} / {expected:<9} ({100 * stored_ok / expected:5.1f}%)"
+                  f" {stored_all - stored_ok:>5} {wall:>8.1f}")
+        print(f"total stored ok / expected: {totals[0]} / {totals[1]} ({100 * totals[0] / totals[1]:.1f}%, goal 100%)")
+        print(f"host peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    finally:
+        stop_all(devices)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
