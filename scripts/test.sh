@@ -17,5 +17,11 @@ install_missing() {
 install_missing /usr/sbin/sshd openssh-server "for the SSH tests"
 # The report test opens the HTML report in headless Chromium for a screenshot.
 install_missing chromium chromium "for the HTML report test"
+# The lab tests (tests/lab): an emulated aarch64 Raspberry Pi (debootstrap + qemu-user) and devices in network
+# namespaces behind veth pairs, with tc rate limits and nftables packet loss.
+install_missing /usr/sbin/debootstrap debootstrap "for the emulated Raspberry Pi of the lab tests"
+install_missing /usr/bin/qemu-aarch64-static qemu-user-static "for the emulated Raspberry Pi of the lab tests"
+install_missing /sbin/ip iproute2 "for the network namespaces of the lab tests"
+install_missing /usr/sbin/nft nftables "for the packet loss of the lab tests"
 cd "$repo"
 exec "$repo/.venv/bin/python" -m pytest "$@"
