@@ -59,7 +59,18 @@ def predictions_digest(preds: List[int]) -> str:
 
 
 def rss_peak_kib() -> Optional[int]:
-    """Peak resident set size of this process in KiB (ru_maxrss)."""
+    """Peak resident set size of this process in KiB.
+
+    Linux's VmHWM first: ru_maxrss survives exec, so an agent started by a large parent (the host's Python
+    with TensorFlow loaded, when the device is ``local``) would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # not on Windows

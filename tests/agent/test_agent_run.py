@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent_harness import VARIANTS, imported_modules, predictions_digest, run_agent, validate
+from agent_harness import REPO_ROOT, VARIANTS, imported_modules, predictions_digest, run_agent, validate
 
 FAST = ["--warmup", "3", "--runs", "30"]
 
@@ -204,3 +204,23 @@ def test_tensorflow_never_imported_unless_chosen(host_env, variants_dir):
         assert "numpy" in modules  # the importtime capture works
         leaked = [m for m in modules if re.match(r"(tensorflow|keras|tf_keras)(\.|$)", m)]
         assert not leaked, leaked[:10]
+
+
+def test_peak_rss_is_the_agents_own_not_a_large_parents(host_env, variants_dir):
+    """ru_maxrss survives exec: an agent started by a 600 MB parent must still report its own peak."""
+    import json
+    import subprocess
+    import sys
+
+    parent = (
+        "import subprocess, sys\n"
+        "ballast = bytearray(600 * 1024 * 1024)\n"
+        "for i in range(0, len(ballast), 4096): ballast[i] = 1\n"
+        "out = subprocess.run(sys.argv[1:], capture_output=True, cwd=%r).stdout\n"
+        "sys.stdout.write(out.decode())\n" % str(REPO_ROOT)
+    )
+    argv = [sys.executable, "-c", parent, str(host_env.python), "-m", "device_agent", "run",
+            str(variants_dir / "float32.tflite"), "--eval", str(variants_dir / "eval.npz"), "--runs", "5"]
+    doc = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout)
+    assert doc["status"] == "ok"
+    assert 0 < doc["memory"]["rss_peak_kib"] < 400 * 1024
