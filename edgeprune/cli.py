@@ -1,6 +1,6 @@
 """The ``edgeprune`` command line.
 
-Only argument parsing, progress display and error translation live here. TensorFlow is imported by the
+Only argument parsing and error translation live here (drawing is in display.py). TensorFlow is imported by the
 commands that need it, inside them, so ``edgeprune --help`` stays instant.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
+from .display import FleetDisplay, RichProgress, stdout_console, variants_table
 from .errors import ConfigError, EdgepruneError
 
 DEFAULT_DB = "runs/edgeprune.db"
@@ -44,108 +45,8 @@ def main(debug: bool) -> None:
     """Prune and quantize a Keras model, then measure what it bought on the device itself."""
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _stdout_console() -> Any:
-    """Tables go to stdout; when it is a file or pipe, use $COLUMNS or a width that fits the whole table."""
-    import os
-
-    from rich.console import Console
-
-    if sys.stdout.isatty():
-        return Console()
-    columns = os.environ.get("COLUMNS", "")
-    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 120)
-
-
 def _debug() -> bool:
     return bool(click.get_current_context().find_root().params.get("debug"))
-
-
-class _RichProgress:
-    """Progress on stderr so stdout carries only the table or the JSON."""
-
-    def __init__(self, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = _stderr_console()
-        self.quiet = quiet
-        self.bar = Progress(
-            TextColumn("{task.description:<22}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            disable=quiet,
-        )
-        self.task: Optional[int] = None
-
-    def __enter__(self) -> "_RichProgress":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._finish()
-        self.bar.__exit__(*exc)
-
-    def _finish(self) -> None:
-        if self.task is not None:
-            task = self.bar.tasks[self.task]
-            if task.total is not None:
-                self.bar.update(self.task, completed=task.total)
-            self.bar.refresh()
-
-    def stage(self, name: str, total: Optional[int] = None) -> None:
-        self._finish()
-        self.task = self.bar.add_task(name, total=total, detail="")
-        self.bar.refresh()
-
-    def advance(self, detail: str = "") -> None:
-        if self.task is not None:
-            self.bar.update(self.task, advance=1, detail=detail)
-            self.bar.refresh()
-
-    def note(self, message: str) -> None:
-        self.bar.console.print(f"[yellow]note:[/] {message}", highlight=False)
-
-
-def _variants_table(manifest: Dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    variants = manifest["variants"]
-    base = next((v for v in variants if v["name"] == "baseline-float32" and v["status"] == "ok"), None)
-    table = Table(title=f"edgeprune optimize: {manifest['dataset']['name']} ({manifest['baseline']['source']})")
-    for column in ("variant", "size KB", "gzip KB", "size ratio", "gzip ratio", "sparsity", "accuracy", "Δ acc (pts)"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for v in variants:
-        if v["status"] != "ok":
-            table.add_row(v["name"], f"[red]failed: {v['error']}[/]", *[""] * 6)
-            continue
-        row = [v["name"], f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}"]
-        if base:
-            row += [
-                f"{base['size_bytes'] / v['size_bytes']:.2f}x",
-                f"{base['gzip_bytes'] / v['gzip_bytes']:.2f}x",
-            ]
-        else:
-            row += ["-", "-"]
-        row += [f"{v['sparsity']:.1%}", f"{v['accuracy']:.2%}"]
-        row.append(f"{(v['accuracy'] - base['accuracy']) * 100:+.2f}" if base else "-")
-        table.add_row(*row)
-    pruning = manifest["pruning"]
-    schedule = pruning["schedule"]
-    table.caption = (
-        f"pruned kernels: {pruning['sparsity']:.1%} sparse "
-        f"(PolynomialDecay {schedule['initial_sparsity']:.2f}->{schedule['final_sparsity']:.2f}, steps "
-        f"{schedule['begin_step']}-{schedule['end_step']} every {schedule['frequency']}, "
-        f"{schedule['recovery_steps']} recovery steps); total {manifest['timings']['total']:.1f} s"
-    )
-    return table
 
 
 def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -210,7 +111,7 @@ def _run_optimize(config: OptimizeConfig, quiet: bool) -> Any:
 
     prepare_output(config.out_path)
     log = None if _debug() else config.out_path / "native.log"
-    with native_stderr_to(log), _RichProgress(quiet) as progress:
+    with native_stderr_to(log), RichProgress(quiet) as progress:
         return run_optimize(config, progress)
 
 
@@ -228,39 +129,13 @@ def optimize(as_json: bool, quiet: bool, **options: Any) -> None:
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     else:
-        console = _stdout_console()
-        console.print(_variants_table(result.manifest))
+        console = stdout_console()
+        console.print(variants_table(result.manifest))
         console.print(f"Run folder: {result.folder}  (manifest.json, eval.npz, *.tflite)", highlight=False)
     failed = _failed_variants(result.manifest)
     if failed:
         click.echo(f"Error: {len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)", err=True)
         sys.exit(1)
-
-
-class _FleetDisplay:
-    """One progress row per device, on stderr; thread-safe because rich's Progress is."""
-
-    def __init__(self, devices: List[str], total: int, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
-            console=_stderr_console(), disable=quiet,
-        )
-        self.tasks = {name: self.bar.add_task(name, total=total, state="waiting") for name in devices}
-
-    def __enter__(self) -> "_FleetDisplay":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def device_state(self, device: str, state: str, done: int = 0, total: int = 0) -> None:
-        task = self.tasks.get(device)
-        if task is not None:
-            self.bar.update(task, completed=done, state=state[:70])
 
 
 def _devices(device: Optional[str], fleet: Optional[str], tags: Optional[str]) -> List[Any]:
@@ -304,7 +179,7 @@ def _run_bench(folder: Any, devices: List[Any], db: str, jobs: int, accept_new_h
 
     from .fleet import bench as run_bench
 
-    with _FleetDisplay([d.name for d in devices], len(variants or []) or 5, quiet) as display:
+    with FleetDisplay([d.name for d in devices], quiet) as display:
         result = run_bench(folder or Path("."), devices, Path(db), jobs=jobs,
                            accept_new_host_keys=accept_new_host_keys, resume=resume, variants=variants,
                            progress=display)
@@ -351,7 +226,7 @@ def _print_report(db: str, run_id: Optional[int], out: Optional[str], formats: s
 
     chosen = report_mod.parse_formats(formats)
     report = report_mod.load(db, run_id)
-    report_mod.print_report(report, _stdout_console())
+    report_mod.print_report(report, stdout_console())
     if chosen:
         folder = Path(out) if out else report_mod.default_out(report)
         written = report_mod.write(report, folder, chosen)
@@ -401,7 +276,7 @@ def report(run_id: Optional[int], db: str, out: Optional[str], formats: str,
     if compare:
         from .report_compare import print_comparison
 
-        print_comparison(db, compare[0], compare[1], _stdout_console())
+        print_comparison(db, compare[0], compare[1], stdout_console())
         return
     _print_report(db, run_id, out, formats)
 
@@ -427,7 +302,7 @@ def runs(db: str) -> None:
         model = run["model"] if run["dataset"] in str(run["model"]) else f"{run['model']} / {run['dataset']}"
         results = ", ".join(f"{run[s]} {s}" for s in ("ok", "error", "failed", "invalid") if run[s]) or "none"
         table.add_row(str(run["id"]), run["created"], model, run["devices"], str(run["variants"]), results)
-    _stdout_console().print(table)
+    stdout_console().print(table)
 
 
 @main.group()
@@ -482,7 +357,7 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
                           str(dev.get("numpy") or ""), ", ".join(have) or "none",
                           " / ".join(str(x) for x in (dev.get("machine"), dev.get("pi_model")) if x),
                           "" if have else "a TFLite runtime: pip install ai-edge-litert (Python 3.10+) or tflite-runtime")
-        _stdout_console().print(table)
+        stdout_console().print(table)
     if any(r["status"] != "ok" for r in reports):
         sys.exit(1)
 

@@ -1,0 +1,134 @@
+"""What the CLI draws: progress on stderr (stdout carries only tables or JSON) and the optimize table.
+
+Consoles are created per command, never at import, and rich is imported inside, so ``--help`` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, List, Optional
+
+
+def stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console() -> Any:
+    """Tables go to stdout; when it is a file or pipe, use $COLUMNS or a width that fits the whole table."""
+    import os
+
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 120)
+
+
+class RichProgress:
+    """Progress on stderr so stdout carries only the table or the JSON."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = stderr_console()
+        self.quiet = quiet
+        self.bar = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=quiet,
+        )
+        self.task: Optional[int] = None
+
+    def __enter__(self) -> "RichProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._finish()
+        self.bar.__exit__(*exc)
+
+    def _finish(self) -> None:
+        if self.task is not None:
+            task = self.bar.tasks[self.task]
+            if task.total is not None:
+                self.bar.update(self.task, completed=task.total)
+            self.bar.refresh()
+
+    def stage(self, name: str, total: Optional[int] = None) -> None:
+        self._finish()
+        self.task = self.bar.add_task(name, total=total, detail="")
+        self.bar.refresh()
+
+    def advance(self, detail: str = "") -> None:
+        if self.task is not None:
+            self.bar.update(self.task, advance=1, detail=detail)
+            self.bar.refresh()
+
+    def note(self, message: str) -> None:
+        self.bar.console.print(f"[yellow]note:[/] {message}", highlight=False)
+
+
+def variants_table(manifest: Dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    variants = manifest["variants"]
+    base = next((v for v in variants if v["name"] == "baseline-float32" and v["status"] == "ok"), None)
+    table = Table(title=f"edgeprune optimize: {manifest['dataset']['name']} ({manifest['baseline']['source']})")
+    for column in ("variant", "size KB", "gzip KB", "size ratio", "gzip ratio", "sparsity", "accuracy", "Δ acc (pts)"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for v in variants:
+        if v["status"] != "ok":
+            table.add_row(v["name"], f"[red]failed: {v['error']}[/]", *[""] * 6)
+            continue
+        row = [v["name"], f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}"]
+        if base:
+            row += [
+                f"{base['size_bytes'] / v['size_bytes']:.2f}x",
+                f"{base['gzip_bytes'] / v['gzip_bytes']:.2f}x",
+            ]
+        else:
+            row += ["-", "-"]
+        row += [f"{v['sparsity']:.1%}", f"{v['accuracy']:.2%}"]
+        row.append(f"{(v['accuracy'] - base['accuracy']) * 100:+.2f}" if base else "-")
+        table.add_row(*row)
+    pruning = manifest["pruning"]
+    schedule = pruning["schedule"]
+    table.caption = (
+        f"pruned kernels: {pruning['sparsity']:.1%} sparse "
+        f"(PolynomialDecay {schedule['initial_sparsity']:.2f}->{schedule['final_sparsity']:.2f}, steps "
+        f"{schedule['begin_step']}-{schedule['end_step']} every {schedule['frequency']}, "
+        f"{schedule['recovery_steps']} recovery steps); total {manifest['timings']['total']:.1f} s"
+    )
+    return table
+
+
+class FleetDisplay:
+    """One progress row per device, on stderr; thread-safe because rich's Progress is."""
+
+    def __init__(self, devices: List[str], quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+            console=stderr_console(), disable=quiet,
+        )
+        self.tasks = {name: self.bar.add_task(name, total=None, state="waiting") for name in devices}
+
+    def __enter__(self) -> "FleetDisplay":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def device_state(self, device: str, state: str, done: int = 0, total: int = 0) -> None:
+        task = self.tasks.get(device)
+        if task is not None:
+            self.bar.update(task, completed=done, total=total or None, state=state[:70])
