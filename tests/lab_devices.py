@@ -453,9 +453,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def cleanup_leftovers() -> List[str]:
-    """Remove namespaces and veths of lab processes that are gone (a crashed or killed run); returns their
-    names. Labs of live processes (another pytest worker) are left alone."""
+def cleanup_leftovers(include_own: bool = False) -> List[str]:
+    """Remove namespaces, veths and fallback routes of lab processes that are gone (a crashed or killed run);
+    returns their names. Labs of live processes (another pytest worker) are left alone, and so are this
+    process's own unless ``include_own`` (at the very end of a session)."""
     removed: List[str] = []
     if shutil.which("ip") is None:
         return removed
@@ -467,7 +468,7 @@ def cleanup_leftovers() -> List[str]:
         if not match:
             continue
         index, owner = int(match.group(1)), int(match.group(2))
-        if _alive(owner) and owner != os.getpid():
+        if _alive(owner) and not (include_own and owner == os.getpid()):
             live_indexes.add(index)
             continue
         remove_netns(name, index)

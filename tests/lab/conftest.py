@@ -20,7 +20,7 @@ def lab_leftovers() -> Iterator[None]:
     if removed:
         print(f"removed lab leftovers of an earlier run: {', '.join(removed)}")
     yield
-    cleanup_leftovers()
+    cleanup_leftovers(include_own=True)
 
 
 @pytest.fixture(scope="session")

@@ -264,3 +264,13 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path):
     while Path(f"/proc/{sshd_pid}").exists() and "zombie" not in Path(f"/proc/{sshd_pid}/status").read_text():
         assert time.monotonic() < deadline, "the orphaned sshd survived the cleanup"
         time.sleep(0.1)
+
+
+def test_two_labs_in_one_process_keep_each_other(make_lab):
+    """A second lab (its start sweeps leftovers) must not take the first one's namespace or subnet."""
+    first = make_lab(["netns"]).devices[0]
+    second = make_lab(["netns"]).devices[0]
+    assert isinstance(first, NetnsDevice) and isinstance(second, NetnsDevice)
+    assert first.subnet != second.subnet and first.netns != second.netns
+    for device in (first, second):
+        assert banner_seconds(device.device_ip, 22) < 5
