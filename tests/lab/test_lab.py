@@ -67,14 +67,17 @@ def test_rebuild_from_cached_debs_is_well_under_a_minute(pi_arm64, tmp_path):
     assert build_pi_arm64(home).build["cached"]  # and now it is only a stamp check
 
 
-def test_mixed_fleet_stores_right_facts_for_every_pair(digits_run, pi_arm64, make_lab, tmp_path):
-    folder, manifest = digits_run
+def test_mixed_fleet_stores_right_facts_for_every_pair(pi_arm64, make_lab, tmp_path):
+    """The main job, `edgeprune run` (optimize, bench, report), against a fleet of the four lab kinds."""
     running = make_lab(["loopback", "pi39", "arm64", "netns"])
     db = tmp_path / "store.db"
+    folder = tmp_path / "run"
     started = time.monotonic()
-    proc = edgeprune("bench", str(folder), "--fleet", str(running.fleet_path), "--db", str(db), "-q")
-    print(f"mixed lab bench: {time.monotonic() - started:.1f} s")
+    proc = edgeprune("run", "--out", str(folder), "--fleet", str(running.fleet_path), "--db", str(db), "--quiet")
+    print(f"mixed lab run (optimize + bench + report): {time.monotonic() - started:.1f} s")
     assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (folder / "report" / "report.html").is_file()
     rows = stored(db)
     names = ok_variants(manifest)
     assert len(rows) == 4 * len(names)

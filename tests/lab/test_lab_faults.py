@@ -1,0 +1,105 @@
+"""Network faults on namespaced lab devices: a link that goes down mid-upload and a device that disappears
+mid-benchmark are stored as failures, and ``--resume`` finishes them once the device is back."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from lab_devices import LinkSpec, NetnsDevice
+
+pytestmark = pytest.mark.slow
+EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
+
+
+def results(db: Path) -> List[sqlite3.Row]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(str(db))
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute("SELECT * FROM results ORDER BY device, variant"))
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def wait_for(condition, timeout: float = 300, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(step)
+    pytest.fail("condition not reached in time")
+
+
+def partial_uploads(device: NetnsDevice) -> List[Path]:
+    blobs = device.workdir / "blobs"
+    return [p for p in blobs.iterdir() if ".part-" in p.name] if blobs.is_dir() else []
+
+
+def resume_until_done(run_id: int, fleet: Path, db: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*EDGEPRUNE, "bench", "--resume", str(run_id), "--fleet", str(fleet), "--db", str(db), "-q"],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_link_down_mid_upload_then_resume(digits_run, make_lab, tmp_path):
+    folder, manifest = digits_run
+    names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+    running = make_lab(["netns"], link=LinkSpec(rate="2mbit"))
+    [device] = running.devices
+    fleet = running.write_fleet(connect_timeout=3, transfer_timeout=5, runs=5, warmup=1)
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: bool(partial_uploads(device)))  # a transfer is under way
+    device.link_down()
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        device.link_up()
+    assert proc.returncode == 1, err
+    rows = results(db)
+    assert len(rows) == len(names) and all(r["status"] == "failed" for r in rows)
+    assert all("upload" in r["error_message"] or "connect" in r["error_message"] for r in rows), \
+        [r["error_message"] for r in rows]
+    done = resume_until_done(rows[0]["run_id"], fleet, db)
+    assert done.returncode == 0, done.stderr
+    final = results(db)
+    assert len(final) == len(names) and all(r["status"] == "ok" for r in final)
+
+
+def test_device_disappearing_mid_benchmark_then_resume(digits_run, make_lab, tmp_path):
+    folder, manifest = digits_run
+    names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+    running = make_lab(["netns", "loopback"])
+    netns = next(d for d in running.devices if isinstance(d, NetnsDevice))
+    fleet = running.write_fleet(connect_timeout=3, command_timeout=8, min_seconds=1.0, runs=5, warmup=1)
+    db = tmp_path / "store.db"
+    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(r["device"] == netns.name and r["status"] == "ok" for r in results(db)))
+    measured = {r["variant"]: r["p50_us"] for r in results(db) if r["device"] == netns.name and r["status"] == "ok"}
+    netns.link_down()
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        netns.link_up()
+    assert proc.returncode == 1, err
+    rows = results(db)
+    mine = [r for r in rows if r["device"] == netns.name]
+    others = [r for r in rows if r["device"] != netns.name]
+    assert len(mine) == len(names) and any(r["status"] == "failed" for r in mine)
+    assert len(others) == len(names) and all(r["status"] == "ok" for r in others)  # the rest went on
+    done = resume_until_done(rows[0]["run_id"], fleet, db)
+    assert done.returncode == 0, done.stderr
+    final = results(db)
+    assert len(final) == 2 * len(names) and all(r["status"] == "ok" for r in final)
+    for variant, p50 in measured.items():  # measured before the fault: kept, not measured again
+        assert next(r for r in final if r["device"] == netns.name and r["variant"] == variant)["p50_us"] == p50
