@@ -1,12 +1,13 @@
 """Soak: 64 lab devices through 3 consecutive fleet benches; results stored / expected, wall time, peak memory.
 
-Each device is a real OpenSSH server on 127.0.0.1 (tests/sshlab.py) running the agent with this venv's Python.
+Each device is a lab device (tests/lab_devices.py): by default a real OpenSSH server on 127.0.0.1 running the agent
+with this venv's Python; `--kinds loopback,pi39,netns` cycles through lab kinds instead.
 Every run is a new `bench` (new run id) in one SQLite file, as a nightly job would do. Prints, per run, the pairs
 stored as ok against the pairs expected (goal: 100%), the wall time, and at the end the host process's peak RSS.
 
-    .venv/bin/python benchmarks/fleet_soak.py [RUN_FOLDER] [--devices 64] [--runs 3] [--variants a,b]
+    .venv/bin/python benchmarks/fleet_soak.py [RUN_FOLDER] [--devices 64] [--runs 3] [--kinds loopback]
 
-Without RUN_FOLDER a default optimize runs first. Traffic: loopback only.
+Without RUN_FOLDER a default optimize runs first. Traffic: loopback and the lab's own namespaces only.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from sshlab import ClientKeys, SshdDevice, stop_all  # noqa: E402
+from lab_devices import start_lab  # noqa: E402
 
 import edgeprune  # noqa: E402,F401
-from edgeprune.devices import load_profile  # noqa: E402
+from edgeprune.devices import load_fleet  # noqa: E402
 from edgeprune.fleet import bench  # noqa: E402
 
 
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--variants", default="")
+    parser.add_argument("--kinds", default="loopback", help="lab kinds, cycled over the devices")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeprune-soak-"))
     folder = Path(args.run_folder) if args.run_folder else None
@@ -45,19 +47,12 @@ def main() -> int:
         folder = work / "run"
         optimize(OptimizeConfig(out=str(folder)))
     variants = [v for v in args.variants.split(",") if v] or None
-    client = ClientKeys(work / "client")
-    devices = []
+    kinds = [k for k in args.kinds.split(",") if k]
+    running = start_lab([kinds[i % len(kinds)] for i in range(args.devices)], work / "lab")
     try:
-        for i in range(args.devices):
-            devices.append(SshdDevice(f"soak-{i:02d}", work / f"d{i:02d}", client, python=sys.executable).start())
-            devices[-1].trust()
-        profiles = []
-        for device in devices:
-            path = device.root / "profile.toml"
-            path.write_text(device.profile_toml(runs=10, warmup=2))
-            profiles.append(load_profile(str(path)))
+        profiles = load_fleet(str(running.write_fleet(runs=10, warmup=2))).devices
         db = work / "soak.db"
-        print(f"{args.devices} loopback devices, {args.runs} runs, jobs {args.jobs}, store {db}")
+        print(f"{args.devices} lab devices ({args.kinds}), {args.runs} runs, jobs {args.jobs}, store {db}")
         print(f"{'run':>4} {'run id':>7} {'stored ok / expected':>22} {'failed':>7} {'wall s':>8}")
         totals = [0, 0]
         for index in range(1, args.runs + 1):
@@ -71,7 +66,7 @@ def main() -> int:
             expected = conn.execute("SELECT COUNT(*) FROM variants WHERE run_id = ? AND status = 'ok'",
                                     (result.run_id,)).fetchone()[0] if not variants else len(variants)
             conn.close()
-            expected *= len(devices)
+            expected *= len(profiles)
             totals[0] += stored_ok
             totals[1] += expected
             print(f"{index:>4} {result.run_id:>7} {stored_ok:>10} / {expected:<9} ({100 * stored_ok / expected:5.1f}%)"
@@ -79,7 +74,7 @@ def main() -> int:
         print(f"total stored ok / expected: {totals[0]} / {totals[1]} ({100 * totals[0] / totals[1]:.1f}%, goal 100%)")
         print(f"host peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     finally:
-        stop_all(devices)
+        running.stop()
     return 0
 
 
