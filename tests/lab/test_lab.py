@@ -145,7 +145,7 @@ def test_emulated_pi_outputs_match_x86(digits_run, pi_arm64, tmp_path):
         if np.issubdtype(a.dtype, np.integer):
             assert np.array_equal(a, b), name
         else:
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)  # "within 1e-5"
             print(f"{name}: max |arm - x86| = {np.max(np.abs(a - b)):.2e}")
         assert np.array_equal(a.argmax(axis=1), b.argmax(axis=1)), name
 
