@@ -10,7 +10,7 @@ install_missing() {
   if [ -x "$1" ] || command -v "$1" >/dev/null 2>&1; then return 0; fi
   echo "edgeprune: installing $2 $3" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq >&2
+  if [ -z "${apt_updated:-}" ]; then $sudo apt-get update -qq >&2; apt_updated=1; fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >&2
 }
 # The SSH tests start real OpenSSH servers on loopback ports (the server is installed, not started).
