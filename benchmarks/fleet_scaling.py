@@ -24,10 +24,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sshlab import ClientKeys, SshdDevice, stop_all  # noqa: E402
 
 import edgeprune  # noqa: E402,F401
+from _runfolder import run_folder  # noqa: E402
 from edgeprune.devices import load_profile  # noqa: E402
 from edgeprune.fleet import bench  # noqa: E402
 
@@ -40,13 +42,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=32)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeprune-fleet-"))
-    folder = Path(args.run_folder) if args.run_folder else None
-    if folder is None:
-        from edgeprune.config import OptimizeConfig
-        from edgeprune.pipeline import optimize
-
-        folder = work / "run"
-        optimize(OptimizeConfig(out=str(folder)))
+    folder = run_folder(args.run_folder, work)
     sizes = [int(s) for s in args.sizes.split(",")]
     variants = args.variants.split(",")
     client = ClientKeys(work / "client")

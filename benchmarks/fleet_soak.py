@@ -21,10 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lab_devices import start_lab  # noqa: E402
 
 import edgeprune  # noqa: E402,F401
+from _runfolder import run_folder  # noqa: E402
 from edgeprune.devices import load_fleet  # noqa: E402
 from edgeprune.fleet import bench  # noqa: E402
 
@@ -39,13 +41,7 @@ def main() -> int:
     parser.add_argument("--kinds", default="loopback", help="lab kinds, cycled over the devices")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeprune-soak-"))
-    folder = Path(args.run_folder) if args.run_folder else None
-    if folder is None:
-        from edgeprune.config import OptimizeConfig
-        from edgeprune.pipeline import optimize
-
-        folder = work / "run"
-        optimize(OptimizeConfig(out=str(folder)))
+    folder = run_folder(args.run_folder, work)
     variants = [v for v in args.variants.split(",") if v] or None
     kinds = [k for k in args.kinds.split(",") if k]
     running = start_lab([kinds[i % len(kinds)] for i in range(args.devices)], work / "lab")
