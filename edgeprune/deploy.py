@@ -26,6 +26,9 @@ from .ssh import MAX_OUTPUT_BYTES, CommandResult, Connection, SSHTarget, resolve
 AGENT_DIR = Path(__file__).resolve().parents[1] / "device_agent"
 AGENT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "agent-result.schema.json"
 UPLOAD_ATTEMPTS = 3
+#: Temporary upload files (``*.part-<pid>-<thread>``) older than this are left-overs of a broken transfer and are
+#: removed before the next upload; younger ones may belong to another edgeprune process sending right now.
+STALE_PART_SECONDS = 3600
 
 
 @dataclass
@@ -296,6 +299,18 @@ class RemoteDevice(Device):
                 self._remove_quietly(remote + suffix)
             raise
 
+    def _sweep_stale_parts(self, folder: str) -> None:
+        import paramiko
+
+        try:
+            entries = self.connection.sftp().listdir_attr(folder)
+        except (OSError, paramiko.SSHException):
+            return  # only housekeeping: the upload itself reports real problems
+        cutoff = time.time() - STALE_PART_SECONDS
+        for entry in entries:
+            if ".part-" in entry.filename and (entry.st_mtime or 0) < cutoff:
+                self._remove_quietly(posixpath.join(folder, entry.filename))
+
     def _present(self, remote: str, local: Path) -> bool:
         import paramiko
 
@@ -340,6 +355,7 @@ class RemoteDevice(Device):
         if missing:
             self._mkdirs(blobs)
             self._mkdirs(agent_pkg)
+            self._sweep_stale_parts(blobs)
             self._upload_all({remote: wanted[remote] for remote in missing}, stop)
         self.stats.skipped += len(wanted) - len(missing)
         self.stats.seconds += time.perf_counter() - started
