@@ -3,12 +3,10 @@ after every fault. Runs the CLI as a subprocess, as a user would."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -36,6 +34,23 @@ def rows(db: Path, run_id: int = None) -> List[sqlite3.Row]:
 
 def variant_names(manifest: Dict) -> List[str]:
     return [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+
+
+def start_bench(folder: Path, fleet: Path, db: Path) -> subprocess.Popen:
+    """``edgeprune bench`` in the background, for tests that strike while it runs."""
+    return subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_rows(db: Path, proc: subprocess.Popen, condition, timeout: float = 300) -> None:
+    """Poll the store until ``condition(rows)`` holds; kill the bench and fail if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists() and condition(rows(db)):
+            return
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the store never reached the expected state")
 
 
 def copy_run(folder: Path, dest: Path) -> Path:
@@ -131,16 +146,8 @@ def test_sshd_killed_mid_run_then_resume_completes(digits_run, make_device, tmp_
     victim = make_device("victim")
     fleet = write_fleet(tmp_path / "fleet.toml", steady + [victim], min_seconds=1.5)
     db = tmp_path / "store.db"
-    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if db.exists() and any(r["device"] == "victim" and r["status"] == "ok" for r in rows(db)):
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the victim device never stored a first result")
+    proc = start_bench(folder, fleet, db)
+    wait_for_rows(db, proc, lambda stored: any(r["device"] == "victim" and r["status"] == "ok" for r in stored))
     measured_before = [dict(r) for r in rows(db) if r["device"] == "victim" and r["status"] == "ok"]
     victim.stop()
     out, err = proc.communicate(timeout=600)
@@ -330,11 +337,8 @@ def test_ctrl_c_keeps_measured_results_and_resume_finishes(digits_run, make_devi
     devices = [make_device(f"slow-{i}") for i in range(2)]
     fleet = write_fleet(tmp_path / "fleet.toml", devices, min_seconds=1.0)
     db = tmp_path / "store.db"
-    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (db.exists() and any(r["status"] == "ok" for r in rows(db))):
-        time.sleep(0.2)
+    proc = start_bench(folder, fleet, db)
+    wait_for_rows(db, proc, lambda stored: any(r["status"] == "ok" for r in stored))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sshlab import write_fleet
-from test_fleet import EDGEPRUNE, bench, by_pair, rows, variant_names
+from test_fleet import bench, by_pair, rows, start_bench, variant_names, wait_for_rows
 
 HOSTILE = {
     # what the fake agent does instead of (or to) the real agent's output
@@ -77,11 +76,8 @@ def test_host_killed_with_sigkill_then_resume_stores_every_pair_once(digits_run,
     devices = [make_device(f"k{i}") for i in range(2)]
     fleet = write_fleet(tmp_path / "fleet.toml", devices, min_seconds=1.0)
     db = tmp_path / "store.db"
-    proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (db.exists() and len(rows(db)) >= 2):
-        time.sleep(0.1)
+    proc = start_bench(folder, fleet, db)
+    wait_for_rows(db, proc, lambda stored: len(stored) >= 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = {(r["device"], r["variant"]): r["p50_us"] for r in rows(db)}
@@ -106,8 +102,7 @@ def test_two_benches_share_one_store(digits_run, make_device, tmp_path):
         devices = [make_device(f"g{group}-{i}") for i in range(2)]
         fleets.append(write_fleet(tmp_path / f"fleet{group}.toml", devices))
     db = tmp_path / "shared.db"
-    procs = [subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(f), "--db", str(db), "-q"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in fleets]
+    procs = [start_bench(folder, f, db) for f in fleets]
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
