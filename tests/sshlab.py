@@ -6,16 +6,28 @@ on 127.0.0.1. The test command installs openssh-server when it is missing (scrip
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 SSHD = "/usr/sbin/sshd"
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+FLEET_EXAMPLE = PROFILES_DIR / "fleet.example.toml"
+#: What docs/devices.md tells a user to change in a copy of a shipped profile; a test that needs to change more
+#: is no longer testing what users run (issue 10), so copy_profile refuses anything else.
+USER_CHANGES = ("host", "port", "user", "key_file", "known_hosts")
 
 
 def require_sshd() -> None:
@@ -36,15 +48,20 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
 
 @dataclass
 class ClientKeys:
-    """The client's key pair and a known_hosts file the tests fill."""
+    """The client's key pair and a known_hosts file the tests fill.
+
+    ``key_name`` lets a test put the key where a shipped file expects it (the fleet example names
+    ``~/.ssh/edgeprune_ed25519``).
+    """
 
     root: Path
+    key_name: str = "id_ed25519"
     key: Path = field(init=False)
     known_hosts: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.key = self.root / "id_ed25519"
+        self.key = self.root / self.key_name
         if not self.key.exists():
             keygen(self.key)
         self.known_hosts = self.root / "known_hosts"
@@ -201,3 +218,103 @@ def write_fleet(path: Path, devices: List[SshdDevice], **overrides: object) -> P
 def stop_all(devices: List[SshdDevice]) -> None:
     for device in devices:
         device.stop()
+
+
+# -- copies of the shipped profiles, changed only where a user changes them --------------------------------------
+
+_ASSIGNMENT = re.compile(r"^(?P<head>\s*(?P<key>[A-Za-z0-9_-]+)\s*=\s*)(?P<rest>.*)$")
+
+
+def toml_value(value: object) -> str:
+    """One TOML value (the few types profiles use)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return _toml_string(str(value))
+
+
+def _value_end(rest: str) -> int:
+    """Where the value at the start of ``rest`` ends, so what follows it (spaces, a comment) is kept verbatim."""
+    if rest[:1] in ('"', "'"):
+        quote, index = rest[0], 1
+        while index < len(rest):
+            if quote == '"' and rest[index] == "\\":
+                index += 2
+                continue
+            if rest[index] == quote:
+                return index + 1
+            index += 1
+        return len(rest)
+    cut = rest.find("#")
+    return len((rest if cut < 0 else rest[:cut]).rstrip())
+
+
+def _edit_lines(lines: Sequence[str], changes: Dict[str, object], insert_after: Optional[str] = None) -> List[str]:
+    """Set each key on the line that assigns it; keys assigned nowhere (absent, or only in a comment) are added
+    after the ``insert_after`` key's line, else after the last non-blank line. Every other line is kept as is."""
+    out: List[str] = []
+    done = set()
+    for line in lines:
+        match = _ASSIGNMENT.match(line)
+        if match and match["key"] in changes:
+            key, rest = match["key"], match["rest"]
+            line = match["head"] + toml_value(changes[key]) + rest[_value_end(rest):]
+            done.add(key)
+        out.append(line)
+    added = [f"{key} = {toml_value(value)}" for key, value in changes.items() if key not in done]
+    if not added:
+        return out
+    anchors = [i for i, line in enumerate(out) if (m := _ASSIGNMENT.match(line)) and m["key"] == insert_after]
+    if anchors:
+        at = anchors[0] + 1
+    else:
+        at = max((i + 1 for i, line in enumerate(out) if line.strip()), default=0)
+    return out[:at] + added + out[at:]
+
+
+def copy_profile(name: str, dest: Path, **changes: object) -> Path:
+    """Copy ``profiles/<name>.toml`` to ``dest`` as the docs tell a user to: only host, port, user, key_file and
+    known_hosts change; every other line, comments included, stays exactly as shipped."""
+    unknown = sorted(set(changes) - set(USER_CHANGES))
+    if unknown:
+        raise ValueError(f"a user changes only {', '.join(USER_CHANGES)} in a copied profile, not {unknown}")
+    lines = (PROFILES_DIR / f"{name}.toml").read_text().splitlines()
+    if any(line.lstrip().startswith("[") for line in lines):
+        raise ValueError(f"profiles/{name}.toml has tables: appended keys would land in the last one")
+    dest.write_text("\n".join(_edit_lines(lines, changes)) + "\n")
+    return dest
+
+
+#: name -> (host, port or None to keep the file's/ssh_config's, user or None to keep the file's)
+FleetHosts = Dict[str, Tuple[str, Optional[int], Optional[str]]]
+
+
+def copy_fleet_example(dest: Path, hosts: FleetHosts) -> Path:
+    """Copy profiles/fleet.example.toml with only each ``[[device]]``'s host line rewritten (and its port/user set
+    in that device's table). Every device must be named, so no address of the example is left to connect to."""
+    blocks: List[List[str]] = [[]]
+    for line in FLEET_EXAMPLE.read_text().splitlines():
+        if line.strip() == "[[device]]":
+            blocks.append([])
+        blocks[-1].append(line)
+    out = list(blocks[0])
+    seen = []
+    for block in blocks[1:]:
+        names = [tomllib.loads(line)["name"] for line in block if (m := _ASSIGNMENT.match(line)) and m["key"] == "name"]
+        if len(names) != 1 or names[0] not in hosts:
+            raise KeyError(f"fleet example device {names} has no address in {sorted(hosts)}")
+        host, port, user = hosts[names[0]]
+        changes: Dict[str, object] = {"host": host}
+        if port is not None:
+            changes["port"] = port
+        if user is not None:
+            changes["user"] = user
+        out += _edit_lines(block, changes, insert_after="host")
+        seen.append(names[0])
+    if sorted(seen) != sorted(hosts):
+        raise KeyError(f"not in the fleet example: {sorted(set(hosts) - set(seen))}")
+    dest.write_text("\n".join(out) + "\n")
+    return dest
