@@ -108,9 +108,55 @@ def build_parser() -> AgentArgumentParser:
     run.add_argument("--samples", action="store_true",
                      help="include every latency sample (µs) in the output")
 
-    sub.add_parser("probe", help="list usable runtimes and device facts",
-                   description="List the TFLite runtimes usable here and device facts.")
+    probe = sub.add_parser("probe", help="list usable runtimes and device facts",
+                           description="List the TFLite runtimes usable here and device facts.")
+    for command in (run, probe):
+        command.add_argument("--frame", default=None, metavar="TOKEN", type=_token,
+                             help="print the document between marker lines that carry TOKEN, so "
+                                  "text a login shell prints to stdout (a banner) cannot be "
+                                  "mistaken for it")
+        command.add_argument("--deadline", type=_seconds, default=0.0, metavar="SECONDS",
+                             help="stop this agent and its children after SECONDS (0: never); the "
+                                  "host's safety net for when it lost the connection")
     return parser
+
+
+def _token(text: str) -> str:
+    if not (8 <= len(text) <= 64) or not all(c.isalnum() or c == "-" for c in text):
+        raise argparse.ArgumentTypeError("a frame token is 8-64 letters, digits or '-'")
+    return text
+
+
+def frame(document: str, token: Optional[str]) -> str:
+    """The document between marker lines (see protocol.FRAME_BEGIN); unchanged without a token."""
+    if not token:
+        return document
+    return "\n%s\n%s%s\n" % (protocol.FRAME_BEGIN % token, document, protocol.FRAME_END % token)
+
+
+def _start_deadline(seconds: float) -> None:
+    """A daemon thread that kills this agent (and what it forked) once ``seconds`` have passed.
+
+    The host stops a timed-out agent itself, but it cannot when the connection to the device is gone: then
+    this is what keeps a forgotten agent from measuring beside the next one.
+    """
+    if not seconds:
+        return
+
+    def expire() -> None:
+        time.sleep(seconds)
+        try:
+            sys.stderr.write("edgeprune agent: deadline of %g s passed; stopping\n" % seconds)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        import signal
+        if os.getpgrp() == os.getpid():  # a group of its own (ssh session, or started so): take the children too
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    import threading
+    threading.Thread(target=expire, name="agent-deadline", daemon=True).start()
 
 
 class _JsonStdout:
@@ -287,6 +333,19 @@ def _render(doc: Dict[str, Any]) -> str:
         return protocol.dumps(fallback)
 
 
+def _frame_token(argv: List[str]) -> Optional[str]:
+    """The --frame token of a command line argparse refused, when it is itself well-formed."""
+    for index, arg in enumerate(argv):
+        value = argv[index + 1] if arg == "--frame" and index + 1 < len(argv) else (
+            arg[len("--frame="):] if arg.startswith("--frame=") else None)
+        if value is not None:
+            try:
+                return _token(value)
+            except argparse.ArgumentTypeError:
+                return None
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     guess = argv[0] if argv and argv[0] in COMMANDS else None
@@ -298,12 +357,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         doc = protocol.new_document(guess)
         protocol.set_error(doc, exc)
         doc["wall_s"] = time.perf_counter() - _STARTED
-        sys.stdout.write(_render(doc))
+        sys.stdout.write(frame(_render(doc), _frame_token(argv)))
         sys.stdout.flush()
         return exc.exit_code
+    _start_deadline(args.deadline)
     with _JsonStdout() as out:
         doc, code = _execute(args)
-        out.write_document(_render(doc))
+        out.write_document(frame(_render(doc), args.frame))
     return code
 
 

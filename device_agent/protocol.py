@@ -16,6 +16,11 @@ from typing import Any, Dict, Optional
 
 from . import SCHEMA_VERSION, __version__
 
+# With --frame TOKEN the document stands between these two lines, so whatever a login shell prints to stdout
+# first (conda, pyenv, a MOTD script) cannot be taken for it, nor hide it.
+FRAME_BEGIN = "<<<edgeprune-result %s>>>"
+FRAME_END = "<<<edgeprune-end %s>>>"
+
 # Error kinds and their exit codes.  Kept stable: the host (and humans reading
 # CI logs) branch on them.
 RUNTIME_MISSING = "runtime-missing"

@@ -2,8 +2,10 @@
 
 Files are content-addressed: ``<workdir>/blobs/<sha256><suffix>``, so a file already on the device with the right
 hash is not sent again and two runs never overwrite each other's inputs. An upload goes to a temporary name, is
-hashed on the device, and only a match with the manifest's sha256 is renamed into place. The agent's JSON is
-validated against its schema before anything in it is trusted.
+hashed on the device, and only a match with the manifest's sha256 is renamed into place. Every path given to the
+device is absolute (the workdir is resolved against the login's home once), every SFTP step runs under a deadline
+that fires, and an agent that times out or is interrupted is stopped on the device, its whole process group, and
+checked to be gone. The agent's output is judged by :mod:`edgeprune.agent_result`.
 """
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .agent_result import AgentOutcome, Expected, judge, new_token
 from .devices import DeviceProfile
 from .errors import DeviceError
 from .ssh import MAX_OUTPUT_BYTES, CommandResult, Connection, SSHTarget, resolve_alias
 
 AGENT_DIR = Path(__file__).resolve().parents[1] / "device_agent"
-AGENT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "agent-result.schema.json"
 UPLOAD_ATTEMPTS = 3
+#: Seconds the agent may outlive the host's command_timeout before it stops itself (when the host lost the link).
+AGENT_DEADLINE_GRACE = 30.0
 #: Temporary upload files (``*.part-<pid>-<thread>``) older than this are left-overs of a broken transfer and are
 #: removed before the next upload; younger ones may belong to another edgeprune process sending right now.
 STALE_PART_SECONDS = 3600
@@ -42,17 +46,6 @@ class FileSpec:
     @property
     def blob_name(self) -> str:
         return f"{self.sha256}{self.suffix}"
-
-
-@dataclass
-class AgentOutcome:
-    """What one agent invocation produced, already judged: ok, error (agent-reported), failed, or invalid."""
-
-    status: str
-    document: Optional[Dict[str, Any]] = None
-    error_kind: Optional[str] = None
-    message: Optional[str] = None
-    raw: Optional[str] = None
 
 
 @dataclass
@@ -86,62 +79,12 @@ def agent_bundle_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-_validator: Any = None
-_validator_lock = threading.Lock()
-
-
-def _agent_validator() -> Any:
-    global _validator
-    with _validator_lock:
-        if _validator is None:
-            import jsonschema
-
-            schema = json.loads(AGENT_SCHEMA.read_text())
-            _validator = jsonschema.Draft202012Validator(schema)
-        return _validator
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"non-finite number {name} in agent output")
-
-
-def judge(result: CommandResult) -> AgentOutcome:
-    """Turn the agent's raw output into an outcome; nothing in an invalid document is trusted."""
-    text = result.stdout.decode("utf-8", "replace")
-    if result.timed_out:
-        return AgentOutcome("failed", error_kind="timeout", message="the agent did not finish before the command timeout",
-                            raw=text[-2000:])
-    if result.truncated:
-        return AgentOutcome("invalid", error_kind="invalid-output",
-                            message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes", raw=text[:2000])
-    try:
-        document = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        stderr = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        hint = f"; stderr: {stderr[-1][:300]}" if stderr else ""
-        return AgentOutcome("invalid", error_kind="invalid-output",
-                            message=f"agent output is not JSON ({exc}; exit status {result.exit_status}){hint}",
-                            raw=text[:2000])
-    error = next(iter(_agent_validator().iter_errors(document)), None) if isinstance(document, dict) else True
-    if error is not None:
-        where = "/".join(str(p) for p in getattr(error, "absolute_path", [])) or "(top)"
-        reason = getattr(error, "message", "not a JSON object")
-        return AgentOutcome("invalid", error_kind="invalid-output",
-                            message=f"agent output fails its schema at {where}: {reason[:300]}", raw=text[:2000])
-    if document.get("status") != "ok":
-        err = document.get("error") or {}
-        return AgentOutcome("error", document, err.get("kind"), err.get("message"), raw=None)
-    if result.exit_status != 0:
-        return AgentOutcome("invalid", document, "invalid-output",
-                            f"agent said ok but exited with status {result.exit_status}")
-    return AgentOutcome("ok", document)
-
-
-def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str) -> List[str]:
+def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, token: str) -> List[str]:
     argv = [python, "-m", "device_agent", "run", model, "--eval", eval_file,
             "--runtime", profile.runtime, "--threads", str(profile.threads),
             "--warmup", str(profile.warmup), "--runs", str(profile.runs),
-            "--min-seconds", str(profile.min_seconds), "--samples"]
+            "--min-seconds", str(profile.min_seconds), "--samples", "--frame", token,
+            "--deadline", str(profile.command_timeout + AGENT_DEADLINE_GRACE)]
     if profile.no_xnnpack:
         argv.append("--no-xnnpack")
     if profile.delegate:
@@ -151,7 +94,10 @@ def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str) 
 
 class Device:
     """One device: ``prepare`` puts files there, ``run_agent`` measures one model. Never raises mid-fleet
-    for agent problems (those are outcomes); raises DeviceError when the device itself fails."""
+    for agent problems (those are outcomes); raises DeviceError when the device itself fails.
+
+    ``stop`` is anything with ``is_set()``: Ctrl-C, or the device's overall deadline (see fleet.DeviceStop).
+    """
 
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
@@ -165,14 +111,22 @@ class Device:
     def close(self) -> None:
         """Nothing to release by default."""
 
-    def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+    def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
         raise NotImplementedError
 
-    def run_agent(self, model: str, eval_file: str, stop: Optional[threading.Event] = None) -> AgentOutcome:
+    def run_agent(self, model: str, eval_file: str, stop: Any = None,
+                  expected: Optional[Expected] = None) -> AgentOutcome:
         raise NotImplementedError
 
     def probe(self) -> AgentOutcome:
         raise NotImplementedError
+
+
+def _stopped_note(outcome: AgentOutcome, gone: bool, where: str) -> AgentOutcome:
+    if not gone:
+        outcome.message = (f"{outcome.message}; WARNING: the agent could not be confirmed stopped on {where}: "
+                           f"check for a stray `python -m device_agent` there")
+    return outcome
 
 
 class LocalDevice(Device):
@@ -180,9 +134,9 @@ class LocalDevice(Device):
 
     @property
     def python(self) -> str:
-        return self.profile.python or sys.executable
+        return os.path.expanduser(self.profile.python) if self.profile.python else sys.executable
 
-    def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+    def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
         mapping = {}
         for spec in files:
             actual = sha256_file(spec.local)
@@ -191,22 +145,56 @@ class LocalDevice(Device):
             mapping[spec.sha256] = str(spec.local.resolve())
         return mapping
 
-    def _run(self, argv: List[str]) -> CommandResult:
-        try:
-            proc = subprocess.run(argv, cwd=str(AGENT_DIR.parent), capture_output=True,
-                                  timeout=self.profile.command_timeout or None, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            return CommandResult(-1, exc.stdout or b"", exc.stderr or b"", timed_out=True)
-        except OSError as exc:
-            raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
-        truncated = len(proc.stdout) > MAX_OUTPUT_BYTES
-        return CommandResult(proc.returncode, proc.stdout[:MAX_OUTPUT_BYTES], proc.stderr[-65536:], truncated)
+    def _run(self, argv: List[str], stop: Any = None) -> CommandResult:
+        """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked."""
+        import signal
+        import tempfile
 
-    def run_agent(self, model: str, eval_file: str, stop: Optional[threading.Event] = None) -> AgentOutcome:
-        return judge(self._run(agent_argv(self.python, self.profile, model, eval_file)))
+        limit = self.profile.command_timeout
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(argv, cwd=str(AGENT_DIR.parent), stdout=out, stderr=err,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+            deadline = time.monotonic() + limit
+            ended = {"timed_out": False, "interrupted": False}
+            while proc.poll() is None:
+                if stop is not None and stop.is_set():
+                    ended["interrupted"] = True
+                elif time.monotonic() > deadline:
+                    ended["timed_out"] = True
+                else:
+                    time.sleep(0.02)
+                    continue
+                for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    try:
+                        proc.wait(wait)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+                break
+            proc.wait()
+            out.seek(0)
+            stdout = out.read(MAX_OUTPUT_BYTES + 1)
+            err.seek(0, os.SEEK_END)
+            err.seek(max(0, err.tell() - 65536))
+            stderr = err.read()
+        return CommandResult(proc.returncode if not any(ended.values()) else -1, stdout[:MAX_OUTPUT_BYTES], stderr,
+                             len(stdout) > MAX_OUTPUT_BYTES, ended["timed_out"], ended["interrupted"], limit=limit)
+
+    def run_agent(self, model: str, eval_file: str, stop: Any = None,
+                  expected: Optional[Expected] = None) -> AgentOutcome:
+        token = new_token()
+        return judge(self._run(agent_argv(self.python, self.profile, model, eval_file, token), stop), token, expected)
 
     def probe(self) -> AgentOutcome:
-        return judge(self._run([self.python, "-m", "device_agent", "probe"]))
+        token = new_token()
+        return judge(self._run([self.python, "-m", "device_agent", "probe", "--frame", token]), token)
 
 
 class RemoteDevice(Device):
@@ -220,15 +208,25 @@ class RemoteDevice(Device):
     def close(self) -> None:
         self.connection.close()
 
+    def on_device(self, path: str) -> str:
+        """A profile path as an absolute path on the device: ``~``, ``~/x`` and relative paths are the login's
+        home. The agent runs in its own folder, so a path that stayed relative would point somewhere else."""
+        if path.startswith("/"):
+            return posixpath.normpath(path)
+        home = self.connection.home()
+        rest = path[1:].lstrip("/") if path == "~" or path.startswith("~/") else path
+        return posixpath.normpath(posixpath.join(home, rest)) if rest else home
+
     @property
     def workdir(self) -> str:
-        return self.profile.workdir.rstrip("/") or "."
+        """The absolute work folder on the device (connects to learn the home folder when needed)."""
+        return self.on_device(self.profile.workdir.rstrip("/") or ".")
 
     def _mkdirs(self, path: str) -> None:
         sftp = self.connection.sftp()
-        current = "/" if path.startswith("/") else ""
+        current = "/"
         for part in [p for p in path.split("/") if p]:
-            current = posixpath.join(current, part) if current else part
+            current = posixpath.join(current, part)
             try:
                 sftp.stat(current)
             except FileNotFoundError:
@@ -239,24 +237,27 @@ class RemoteDevice(Device):
             except OSError as exc:
                 raise DeviceError(f"cannot access {current} on {self.profile.name}: {exc}") from exc
 
-    def _send(self, local: Path, tmp: str) -> None:
-        """SFTP one file to ``tmp``, reconnecting and resending when the connection breaks."""
+    def _send(self, local: Path, tmp: str, stop: Any) -> None:
+        """SFTP one file to ``tmp`` under the transfer deadline, reconnecting and resending when the connection
+        breaks."""
         import paramiko
 
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
-                self.connection.sftp().put(str(local), tmp, confirm=True)
+                with self.connection.guard(self.profile.transfer_timeout, f"upload of {local.name}", stop):
+                    self.connection.sftp().put(str(local), tmp, confirm=True)
                 return
-            except (OSError, paramiko.SSHException, EOFError) as exc:
+            except (OSError, paramiko.SSHException, EOFError, DeviceError) as exc:
                 # SFTP's generic "Failure" status is the server refusing the write (a full disk, typically):
                 # sending again will not help. A broken connection will: reconnect and resend.
                 # A short file ("size mismatch in put! 81920 != 1138536") is the same: the device stored less
-                # than was sent, which on Linux means ENOSPC or a quota.
+                # than was sent, which on Linux means ENOSPC or a quota. A deadline that fired is final too.
                 message = str(exc)
                 server_refused = isinstance(exc, OSError) and (
                     message in ("Failure", "[Errno None] Failure") or message.startswith("size mismatch in put"))
-                if server_refused or attempt == UPLOAD_ATTEMPTS:
-                    self._remove_quietly(tmp)
+                if isinstance(exc, DeviceError) or server_refused or attempt == UPLOAD_ATTEMPTS:
+                    if not isinstance(exc, DeviceError):
+                        self._remove_quietly(tmp)
                     reason = message or type(exc).__name__
                     if server_refused:
                         reason = f"the device did not store the whole file ({message}): disk full?"
@@ -264,7 +265,7 @@ class RemoteDevice(Device):
                 self.connection.close()
                 time.sleep(0.5 * attempt)
 
-    def _upload_all(self, uploads: Dict[str, Tuple[Path, str]], stop: Optional[threading.Event]) -> None:
+    def _upload_all(self, uploads: Dict[str, Tuple[Path, str]], stop: Any) -> None:
         """Send every file to a temporary name, hash them all on the device in one command, and move into
         place only what matches; one mismatch fails the device (and leaves nothing half-written behind)."""
         import paramiko
@@ -275,9 +276,9 @@ class RemoteDevice(Device):
             for remote, (local, _) in uploads.items():
                 if stop is not None and stop.is_set():
                     raise DeviceError("interrupted")
-                self._send(local, remote + suffix)
+                self._send(local, remote + suffix, stop)
                 sent.append(remote)
-            hashes = self.connection.remote_sha256(self.python, [remote + suffix for remote in sent])
+            hashes = self.connection.remote_sha256(self.python, [remote + suffix for remote in sent], stop)
             for remote in sent:
                 local, digest = uploads[remote]
                 found = hashes.get(remote + suffix)
@@ -286,14 +287,15 @@ class RemoteDevice(Device):
                         f"sha256 mismatch after upload of {local.name} to {self.profile.name}: expected "
                         f"{digest[:16]}, device has {(found or 'nothing')[:16]}"
                     )
-            for remote in sent:
-                try:
-                    self.connection.sftp().posix_rename(remote + suffix, remote)
-                except (OSError, paramiko.SSHException) as exc:
-                    raise DeviceError(f"cannot move {posixpath.basename(remote)} into place on "
-                                      f"{self.profile.name}: {exc}") from exc
-                self.stats.sent += 1
-                self.stats.bytes_sent += uploads[remote][0].stat().st_size
+            with self.connection.guard(self.profile.transfer_timeout, "moving uploads into place", stop):
+                for remote in sent:
+                    try:
+                        self.connection.sftp().posix_rename(remote + suffix, remote)
+                    except (OSError, paramiko.SSHException) as exc:
+                        raise DeviceError(f"cannot move {posixpath.basename(remote)} into place on "
+                                          f"{self.profile.name}: {exc}") from exc
+                    self.stats.sent += 1
+                    self.stats.bytes_sent += uploads[remote][0].stat().st_size
         except DeviceError:
             for remote in sent:
                 self._remove_quietly(remote + suffix)
@@ -323,21 +325,24 @@ class RemoteDevice(Device):
 
     def _remove_quietly(self, path: str) -> None:
         try:
-            self.connection.sftp().remove(path)
+            with self.connection.guard(min(self.profile.transfer_timeout, 10.0), "removing a left-over"):
+                self.connection.sftp().remove(path)
         except Exception:  # best effort: the real error is already being reported
             pass
 
     @property
     def python(self) -> str:
-        return self.profile.python or "python3"
+        python = self.profile.python or "python3"
+        return self.on_device(python) if python.startswith("~") else python
 
     @property
     def agent_root(self) -> str:
         return posixpath.join(self.workdir, "agent", agent_bundle_hash())
 
-    def prepare(self, files: Sequence[FileSpec], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+    def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
         started = time.perf_counter()
-        self.connection.open()
+        with self.connection.guard(self.profile.connect_timeout * 3 + 5, "connecting", stop):
+            self.connection.open()
         self.stats.connect_seconds += time.perf_counter() - started
         started = time.perf_counter()
         blobs = posixpath.join(self.workdir, "blobs")
@@ -351,23 +356,43 @@ class RemoteDevice(Device):
         # present path of the right size is the verified file: an SFTP stat (no process on the device) is the
         # whole cache check. The agent reports the sha256 of the model it measured, and the fleet checks that
         # too, so a copy damaged later on the device's disk is still caught.
-        missing = [remote for remote, (local, _) in wanted.items() if not self._present(remote, local)]
+        with self.connection.guard(self.profile.transfer_timeout, "looking for files already there", stop):
+            missing = [remote for remote, (local, _) in wanted.items() if not self._present(remote, local)]
         if missing:
-            self._mkdirs(blobs)
-            self._mkdirs(agent_pkg)
-            self._sweep_stale_parts(blobs)
+            with self.connection.guard(self.profile.transfer_timeout, "creating the work folder", stop):
+                self._mkdirs(blobs)
+                self._mkdirs(agent_pkg)
+                self._sweep_stale_parts(blobs)
             self._upload_all({remote: wanted[remote] for remote in missing}, stop)
         self.stats.skipped += len(wanted) - len(missing)
         self.stats.seconds += time.perf_counter() - started
         return {spec.sha256: posixpath.join(blobs, spec.blob_name) for spec in files}
 
-    def run_agent(self, model: str, eval_file: str, stop: Optional[threading.Event] = None) -> AgentOutcome:
-        argv = agent_argv(self.python, self.profile, model, eval_file)
-        return judge(self.connection.run(argv, cwd=self.agent_root, stop=stop))
+    def _run_framed(self, argv: List[str], token: str, stop: Any, expected: Optional[Expected]) -> AgentOutcome:
+        """Run the agent, judge its output, and make sure it is not left running when it did not finish."""
+        result = self.connection.run(argv, cwd=self.agent_root, stop=stop, report_pid=True)
+        outcome = judge(result, token, expected)
+        if result.connection_lost and result.pid is not None:
+            # The link may be back (a flaky Wi-Fi): try once on a new connection, so the agent does not go on
+            # measuring beside the next one. A device that is really gone refuses quickly (connect_timeout).
+            self.connection.close()
+            self.connection.stop_group(result.pid, self.python)
+        elif (result.timed_out or result.interrupted) and result.pid is not None:
+            gone = self.connection.stop_group(result.pid, self.python)
+            outcome = _stopped_note(outcome, gone, self.profile.name)
+        elif result.timed_out or result.interrupted:
+            outcome = _stopped_note(outcome, False, self.profile.name)
+        return outcome
+
+    def run_agent(self, model: str, eval_file: str, stop: Any = None,
+                  expected: Optional[Expected] = None) -> AgentOutcome:
+        token = new_token()
+        return self._run_framed(agent_argv(self.python, self.profile, model, eval_file, token), token, stop, expected)
 
     def probe(self) -> AgentOutcome:
         self.prepare([])
-        return judge(self.connection.run([self.python, "-m", "device_agent", "probe"], cwd=self.agent_root))
+        token = new_token()
+        return self._run_framed([self.python, "-m", "device_agent", "probe", "--frame", token], token, None, None)
 
 
 def ssh_target(profile: DeviceProfile) -> SSHTarget:

@@ -2,24 +2,34 @@
 
 Every device x variant pair ends as a stored result, whatever happens: a device that cannot be reached, refuses
 its host key, times out or lacks a runtime becomes ``failed`` or ``error`` rows with the reason, and the rest of
-the fleet goes on (fabric's GroupResult idea, without raising at the end). Each worker thread has its own SQLite
-connection and commits each result as it arrives.
+the fleet goes on (fabric's GroupResult idea, without raising at the end). A hostile or broken reply costs that
+pair only. Each worker thread has its own SQLite connection and commits each result as it arrives; a result the
+store cannot take is kept in a side file, never dropped. Every device has an overall deadline, and Ctrl-C stops
+every worker within seconds (stopping the agents on the devices).
 """
 from __future__ import annotations
 
+import json
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import manifest as manifest_io
-from .deploy import AgentOutcome, FileSpec, TransferStats, open_device
+from .agent_result import INTERRUPTED, TIMEOUT, AgentOutcome, Expected
+from .deploy import FileSpec, TransferStats, open_device, sha256_file
 from .devices import DeviceProfile
-from .errors import ConfigError, DeviceError
+from .errors import ConfigError, DeviceError, StoreError
+from .ssh import HostKeyError
 from .store import Store
+
+#: Seconds Ctrl-C waits for the workers to stop their agents and return before giving up on them.
+STOP_GRACE = 20.0
+LOCAL_FILE = "local-file"
 
 
 class FleetProgress:
@@ -37,6 +47,7 @@ class DeviceSummary:
     failed: int = 0
     transfer: TransferStats = field(default_factory=TransferStats)
     reason: Optional[str] = None
+    unsaved: Optional[Path] = None  # results the store refused, kept in this file
 
 
 @dataclass
@@ -44,20 +55,58 @@ class BenchResult:
     run_id: int
     devices: List[DeviceSummary]
     interrupted: bool = False
+    #: What the store holds for this run's pairs now (ok, error, failed, invalid, not-measured): the truth after
+    #: a Ctrl-C too, when some workers never reported back.
+    stored: Dict[str, int] = field(default_factory=dict)
+    #: Workers still busy when Ctrl-C gave up waiting (the CLI then exits at once).
+    stragglers: bool = False
+    unsaved: Optional[Path] = None
 
     @property
     def counts(self) -> Dict[str, int]:
+        if self.stored:
+            return self.stored
         return {
             "ok": sum(d.ok for d in self.devices),
             "error": sum(d.errors for d in self.devices),
             "failed": sum(d.failed for d in self.devices),
         }
 
+    @property
+    def all_ok(self) -> bool:
+        return not self.interrupted and all(n == 0 for k, n in self.counts.items() if k != "ok")
+
+
+class DeviceStop:
+    """Set when the bench is interrupted or the device's overall deadline passed; ``is_set`` like an Event."""
+
+    def __init__(self, stop: threading.Event, seconds: float) -> None:
+        self.stop, self.seconds = stop, seconds
+        self.deadline = time.monotonic() + seconds
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or self.expired
+
+    def reason(self) -> Tuple[str, str]:
+        if self.stop.is_set():
+            return INTERRUPTED, "interrupted"
+        return TIMEOUT, f"the device's overall deadline of {self.seconds:g} s passed (device_timeout)"
+
+
+def device_deadline(profile: DeviceProfile, files: int, variants: int) -> float:
+    """``device_timeout`` when set, else enough for a connect, every upload and every agent run at their limits."""
+    if getattr(profile, "device_timeout", 0):
+        return float(profile.device_timeout)
+    return (profile.connect_timeout * 3 + profile.transfer_timeout * (files + 3)
+            + variants * (profile.command_timeout + 15))
+
 
 def result_values(outcome: AgentOutcome, host_predictions: Optional[np.ndarray]) -> Dict[str, Any]:
     """The columns stored beside the agent's whole JSON (which is kept verbatim only when it was valid)."""
-    import json
-
     doc = outcome.document or {}
     runtime = doc.get("runtime") or {}
     timing = doc.get("timing") or {}
@@ -65,15 +114,18 @@ def result_values(outcome: AgentOutcome, host_predictions: Optional[np.ndarray])
     device = doc.get("device") or {}
     after = doc.get("device_after") or {}
     memory = doc.get("memory") or {}
+    trusted = outcome.status == "ok"
     agreement = None
     predictions = accuracy.get("predictions")
-    if host_predictions is not None and isinstance(predictions, list) and len(predictions) == len(host_predictions):
+    if trusted and host_predictions is not None and isinstance(predictions, list) and \
+            len(predictions) == len(host_predictions):
         agreement = float(np.mean(np.asarray(predictions) == host_predictions))
     throttled = None
     for facts in (device, after):
         flags = facts.get("throttled")
         if isinstance(flags, dict) and flags.get("value") is not None:
             throttled = int(bool(flags.get("value")) or bool(throttled))
+    measured = (lambda value: value) if trusted else (lambda value: None)
     return {
         "status": outcome.status,
         "error_kind": outcome.error_kind,
@@ -83,19 +135,31 @@ def result_values(outcome: AgentOutcome, host_predictions: Optional[np.ndarray])
         "threads": runtime.get("threads"),
         "python_version": (device.get("python") or {}).get("version"),
         "machine": device.get("machine"),
-        "init_ms": timing.get("init_ms"),
-        "p50_us": timing.get("p50_us"),
-        "p90_us": timing.get("p90_us"),
-        "p99_us": timing.get("p99_us"),
-        "mean_us": timing.get("mean_us"),
-        "runs": timing.get("runs"),
-        "accuracy": accuracy.get("accuracy"),
-        "predictions_digest": accuracy.get("predictions_digest"),
+        "init_ms": measured(timing.get("init_ms")),
+        "p50_us": measured(timing.get("p50_us")),
+        "p90_us": measured(timing.get("p90_us")),
+        "p99_us": measured(timing.get("p99_us")),
+        "mean_us": measured(timing.get("mean_us")),
+        "runs": measured(timing.get("runs")),
+        "accuracy": measured(accuracy.get("accuracy")),
+        "predictions_digest": measured(accuracy.get("predictions_digest")),
         "agreement": agreement,
-        "rss_peak_kib": memory.get("rss_peak_kib"),
+        "rss_peak_kib": measured(memory.get("rss_peak_kib")),
         "throttled": throttled,
         "agent_json": json.dumps(doc) if outcome.document is not None else outcome.raw,
     }
+
+
+@dataclass
+class _RunInputs:
+    """What every worker needs from the run folder, read and checked once on the host."""
+
+    folder: Path
+    manifest: Dict[str, Any]
+    eval_spec: FileSpec
+    specs: Dict[str, FileSpec]
+    expected: Dict[str, Expected]
+    host_predictions: Dict[str, np.ndarray]
 
 
 def _load_host_predictions(folder: Path, manifest: Dict[str, Any]) -> Dict[str, np.ndarray]:
@@ -106,128 +170,270 @@ def _load_host_predictions(folder: Path, manifest: Dict[str, Any]) -> Dict[str, 
         return {key.replace("_", "-"): npz[key] for key in npz.files}
 
 
-def _bench_device(profile: DeviceProfile, folder: Path, manifest: Dict[str, Any], variants: Sequence[str],
-                  db_path: Path, run_id: int, accept_new: bool, stop: threading.Event,
-                  progress: FleetProgress, host_predictions: Dict[str, np.ndarray]) -> DeviceSummary:
-    summary = DeviceSummary(profile.name)
-    store = Store.open(db_path)
-    total = len(variants)
+def _eval_labels(path: Path) -> Optional[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data["y"]).astype(np.int64) if "y" in data.files else None
+    except (OSError, ValueError):
+        return None
+
+
+def _run_inputs(folder: Path, manifest: Dict[str, Any], names: Sequence[str]) -> _RunInputs:
+    dataset = manifest["dataset"]
+    eval_spec = FileSpec(folder / dataset["eval_file"], dataset["eval_sha256"], ".npz")
+    labels = _eval_labels(eval_spec.local)
     by_name = {v["name"]: v for v in manifest["variants"]}
-    eval_spec = FileSpec(folder / manifest["dataset"]["eval_file"], manifest["dataset"]["eval_sha256"], ".npz")
-    specs = {name: FileSpec(folder / by_name[name]["file"], by_name[name]["sha256"], ".tflite") for name in variants}
+    specs = {n: FileSpec(folder / by_name[n]["file"], by_name[n]["sha256"], ".tflite") for n in names}
+    expected = {n: Expected(by_name[n]["sha256"], by_name[n].get("size_bytes"), labels, dataset.get("num_classes"))
+                for n in names}
+    return _RunInputs(folder, manifest, eval_spec, specs, expected, _load_host_predictions(folder, manifest))
+
+
+def _local_mismatches(inputs: _RunInputs) -> Dict[str, str]:
+    """Variants whose file in the run folder no longer is the one the manifest describes: checked once here,
+    not discovered as an "upload mismatch" on every device. A changed eval file stops the bench."""
+    try:
+        eval_hash = sha256_file(inputs.eval_spec.local)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {inputs.eval_spec.local}: {exc.strerror or exc}") from exc
+    if eval_hash != inputs.eval_spec.sha256:
+        raise ConfigError(f"{inputs.eval_spec.local} no longer matches its manifest (sha256 {eval_hash[:12]}, "
+                          f"manifest {inputs.eval_spec.sha256[:12]}): re-run `edgeprune optimize`")
+    bad = {}
+    for name, spec in inputs.specs.items():
+        try:
+            actual = sha256_file(spec.local)
+        except OSError as exc:
+            bad[name] = f"{spec.local.name} cannot be read in the run folder: {exc.strerror or exc}"
+            continue
+        if actual != spec.sha256:
+            bad[name] = (f"{spec.local.name} in the run folder no longer matches the manifest (sha256 "
+                         f"{actual[:12]}, manifest {spec.sha256[:12]}): re-run `edgeprune optimize`")
+    return bad
+
+
+class _Recorder:
+    """Stores results for one worker; a result the store refuses goes to a side file instead of being lost."""
+
+    def __init__(self, db_path: Path, run_id: int, device: str) -> None:
+        self.db_path, self.run_id, self.device = db_path, run_id, device
+        self.store = Store.open(db_path)
+        self.unsaved: Optional[Path] = None
+
+    def record(self, variant: str, values: Dict[str, Any]) -> None:
+        try:
+            self.store.record(self.run_id, self.device, variant, values)
+        except StoreError as exc:
+            self.unsaved = self.db_path.with_name(self.db_path.name + ".unsaved.jsonl")
+            with open(self.unsaved, "a") as handle:
+                handle.write(json.dumps({"run_id": self.run_id, "device": self.device, "variant": variant,
+                                         "store_error": str(exc), "values": values}, default=str) + "\n")
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence[str], db_path: Path, run_id: int,
+                  accept_new: bool, stop: threading.Event, progress: FleetProgress) -> DeviceSummary:
+    summary = DeviceSummary(profile.name)
+    recorder = _Recorder(db_path, run_id, profile.name)
+    total = len(variants)
+    halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, len(variants)))
     done = 0
 
-    def fail_rest(reason: str, kind: str = "device") -> None:
+    def count(status: str) -> None:
+        if status == "ok":
+            summary.ok += 1
+        elif status == "error":
+            summary.errors += 1
+        else:
+            summary.failed += 1
+
+    def fail_rest(reason: str, kind: str) -> None:
         for name in variants[done:]:
-            store.record(run_id, profile.name, name, {"status": "failed", "error_kind": kind, "error_message": reason})
+            recorder.record(name, {"status": "failed", "error_kind": kind, "error_message": reason})
             summary.failed += 1
         summary.reason = reason
+        progress.device_state(profile.name, f"failed: {reason}", done, total)
 
     try:
         with open_device(profile, accept_new) as device:
             progress.device_state(profile.name, "connecting", done, total)
             try:
                 progress.device_state(profile.name, "uploading", done, total)
-                paths = device.prepare([eval_spec, *specs.values()], stop=stop)
+                paths = device.prepare([inputs.eval_spec, *(inputs.specs[n] for n in variants)], stop=halt)
             except DeviceError as exc:
-                fail_rest(str(exc), "host-key" if type(exc).__name__ == "HostKeyError" else "deploy")
-                progress.device_state(profile.name, f"failed: {exc}", done, total)
+                if halt.is_set():
+                    kind, reason = halt.reason()
+                else:
+                    kind, reason = ("host-key" if isinstance(exc, HostKeyError) else "deploy"), str(exc)
+                fail_rest(reason, kind)
                 return summary
             for name in variants:
-                if stop.is_set():
-                    fail_rest("interrupted", "interrupted")
+                if halt.is_set():
+                    kind, reason = halt.reason()
+                    fail_rest(reason, kind)
                     return summary
                 progress.device_state(profile.name, f"measuring {name}", done, total)
                 try:
-                    outcome = device.run_agent(paths[specs[name].sha256], paths[eval_spec.sha256], stop=stop)
+                    outcome = device.run_agent(paths[inputs.specs[name].sha256], paths[inputs.eval_spec.sha256],
+                                               stop=halt, expected=inputs.expected[name])
+                    values = result_values(outcome, inputs.host_predictions.get(name))
                 except DeviceError as exc:
                     fail_rest(str(exc), "connection")
-                    progress.device_state(profile.name, f"failed: {exc}", done, total)
                     return summary
-                if stop.is_set() and outcome.status == "failed":
-                    fail_rest("interrupted", "interrupted")
-                    return summary
-                measured = ((outcome.document or {}).get("model") or {}).get("sha256")
-                if outcome.document is not None and measured != specs[name].sha256 and (
-                        measured is not None or outcome.status == "ok"):
-                    outcome = AgentOutcome("invalid", outcome.document, "sha256-mismatch",
-                                           f"the device measured a model with sha256 {str(measured)[:16]}, "
-                                           f"expected {specs[name].sha256[:16]} (damaged copy on the device?)")
-                store.record(run_id, profile.name, name, result_values(outcome, host_predictions.get(name)))
+                except Exception as exc:  # a reply that breaks the host's code costs this pair only
+                    outcome = AgentOutcome("invalid", error_kind="internal",
+                                           message=f"the host could not process this result: {type(exc).__name__}: "
+                                                   f"{str(exc)[:300]}")
+                    values = result_values(outcome, None)
+                if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
+                    values.update(error_kind=TIMEOUT, error_message=halt.reason()[1])
+                recorder.record(name, values)
                 done += 1
-                if outcome.status == "ok":
-                    summary.ok += 1
-                elif outcome.status == "error":
-                    summary.errors += 1
-                else:
-                    summary.failed += 1
+                count(outcome.status)
             summary.transfer = getattr(device, "stats", TransferStats())
         progress.device_state(profile.name, "done", done, total)
     except DeviceError as exc:
-        fail_rest(str(exc), "host-key" if type(exc).__name__ == "HostKeyError" else "connection")
-        progress.device_state(profile.name, f"failed: {exc}", done, total)
-    except Exception as exc:  # one device's bug or broken reply must not stop the fleet: record it
+        kind = "host-key" if isinstance(exc, HostKeyError) else "connection"
+        fail_rest(str(exc), halt.reason()[0] if halt.is_set() else kind)
+    except Exception as exc:  # one device's bug must not stop the fleet: record it
         fail_rest(f"internal error: {type(exc).__name__}: {exc}", "internal")
-        progress.device_state(profile.name, f"failed: {exc}", done, total)
     finally:
-        store.close()
+        recorder.close()
+        summary.unsaved = recorder.unsaved
     return summary
 
 
-def bench(folder: Path, devices: Sequence[DeviceProfile], db_path: Path, jobs: int = 8,
+def _check_resume(store: Store, run_id: int, folder: Optional[Path]) -> Tuple[Path, Dict[str, Any]]:
+    """The run folder of a resumed run, refused when its files are no longer the ones that run measured."""
+    row = store.run(run_id)
+    folder = folder or Path(row["run_folder"])
+    try:
+        manifest = manifest_io.read(folder)
+    except Exception as exc:
+        raise ConfigError(f"cannot resume run {run_id}: {exc}") from exc
+    now = {v["name"]: v.get("sha256") for v in manifest["variants"] if v["status"] == "ok"}
+    for variant in store.variants(run_id):
+        if variant["status"] != "ok":
+            continue
+        if variant["name"] not in now:
+            raise ConfigError(f"cannot resume run {run_id}: {folder} has no variant {variant['name']} any more")
+        if now[variant["name"]] != variant["sha256"]:
+            raise ConfigError(
+                f"cannot resume run {run_id}: {folder} no longer holds the models it measured ({variant['name']} "
+                f"is sha256 {str(now[variant['name']])[:12]} now, {str(variant['sha256'])[:12]} then; "
+                f"re-optimized into the same folder?): start a new bench instead")
+    return folder, manifest
+
+
+def stored_devices(store: Store, run_id: int) -> List[DeviceProfile]:
+    """The devices a run was measured on, rebuilt from their stored profiles (for ``--resume`` without
+    ``--device``/``--fleet``)."""
+    profiles = []
+    for row in store.devices(run_id):
+        try:
+            values = json.loads(row["profile_json"])
+            values["tags"] = tuple(values.get("tags") or ())
+            profiles.append(DeviceProfile(**values))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"run {run_id}: the stored profile of {row['name']} is unusable ({exc}); "
+                              f"name the devices with --device/--fleet") from exc
+    if not profiles:
+        raise ConfigError(f"run {run_id} has no devices stored: name them with --device/--fleet")
+    return profiles
+
+
+def _status_counts(store: Store, run_id: int, devices: Sequence[str], names: Sequence[str]) -> Dict[str, int]:
+    counts = {"ok": 0, "error": 0, "failed": 0, "invalid": 0, "not-measured": 0}
+    stored = {(r["device"], r["variant"]): r["status"] for r in store.results(run_id)}
+    for device in devices:
+        for name in names:
+            status = stored.get((device, name), "not-measured")
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
           accept_new_host_keys: bool = False, resume: Optional[int] = None,
           variants: Optional[Sequence[str]] = None, progress: Optional[FleetProgress] = None,
           stop: Optional[threading.Event] = None) -> BenchResult:
-    """Benchmark every ok variant of ``folder`` on ``devices``; results are stored as they arrive."""
+    """Benchmark every ok variant of ``folder`` on ``devices``; results are stored as they arrive.
+
+    With ``resume``, ``folder`` may be None (the stored run folder) and ``devices`` may be None (the run's stored
+    devices); a folder whose files changed since that run is refused.
+    """
     progress = progress or FleetProgress()
     stop = stop or threading.Event()
     if jobs < 1:
         raise ConfigError("--jobs must be >= 1")
+    if resume is not None and resume < 1:
+        raise ConfigError(f"--resume takes a run id (1 or more), got {resume}: `edgeprune runs` lists them")
     store = Store.open(db_path)
     try:
         if resume is not None:
-            row = store.run(resume)
-            folder = Path(row["run_folder"])
-            manifest = manifest_io.read(folder)
-            known = {r["name"]: r for r in store.devices(resume)}
-            if not devices:
-                raise ConfigError(f"run {resume}: name the devices to resume with --device/--fleet")
+            folder, manifest = _check_resume(store, resume, folder)
+            devices = list(devices) if devices else stored_devices(store, resume)
+            known = {r["name"] for r in store.devices(resume)}
             run_id = resume
             done = set(store.done_pairs(run_id))
         else:
+            if folder is None or not devices:
+                raise ConfigError("bench needs a run folder and at least one device")
             manifest = manifest_io.read(folder)
-            run_id = store.create_run(str(folder.resolve()), manifest, {"jobs": jobs})
-            known = {}
-            done = set()
+            known, done = set(), set()
         names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
         if variants:
             missing = [v for v in variants if v not in names]
             if missing:
                 raise ConfigError(f"variant {missing[0]!r} is not in {folder} (have: {', '.join(names)})")
             names = [n for n in names if n in variants]
+        inputs = _run_inputs(folder, manifest, names)
+        local_bad = _local_mismatches(inputs)
+        if resume is None:
+            run_id = store.create_run(str(folder.resolve()), manifest, {"jobs": jobs})
         for device in devices:
             if device.name not in known:
                 store.add_device(run_id, device.name, device.kind, device.address, device.tags, device.to_dict())
+            for name, reason in local_bad.items():
+                if (device.name, name) not in done:
+                    store.record(run_id, device.name, name,
+                                 {"status": "failed", "error_kind": LOCAL_FILE, "error_message": reason})
     finally:
         store.close()
-    host_predictions = _load_host_predictions(folder, manifest)
-    work = [(d, [n for n in names if (d.name, n) not in done]) for d in devices]
+    good = [n for n in names if n not in local_bad]
+    work = [(d, [n for n in good if (d.name, n) not in done]) for d in devices]
     work = [(d, todo) for d, todo in work if todo]
     summaries: List[DeviceSummary] = []
-    interrupted = False
+    interrupted = stragglers = False
     executor = ThreadPoolExecutor(max_workers=min(jobs, max(1, len(work))), thread_name_prefix="edgeprune-device")
+    futures = [executor.submit(_bench_device, d, inputs, todo, db_path, run_id, accept_new_host_keys, stop, progress)
+               for d, todo in work]
+    pending = set(futures)
     try:
-        futures = [
-            executor.submit(_bench_device, d, folder, manifest, todo, db_path, run_id, accept_new_host_keys, stop,
-                            progress, host_predictions)
-            for d, todo in work
-        ]
-        for future in as_completed(futures):
-            summaries.append(future.result())
+        _collect(pending, summaries, None)
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
-        executor.shutdown(wait=True, cancel_futures=True)
+        try:  # the workers stop their agents and return; a second Ctrl-C stops waiting for them
+            _collect(pending, summaries, time.monotonic() + STOP_GRACE)
+        except KeyboardInterrupt:
+            pass
+        stragglers = any(not f.done() for f in futures)
     finally:
-        executor.shutdown(wait=True)
-    return BenchResult(run_id, sorted(summaries, key=lambda s: s.device), interrupted)
+        executor.shutdown(wait=not stragglers, cancel_futures=True)
+    with Store.open(db_path) as store:
+        counts = _status_counts(store, run_id, [d.name for d in devices], names)
+    unsaved = next((s.unsaved for s in summaries if s.unsaved), None)
+    return BenchResult(run_id, sorted(summaries, key=lambda s: s.device), interrupted, counts, stragglers, unsaved)
+
+
+def _collect(pending: set, summaries: List[DeviceSummary], deadline: Optional[float]) -> None:
+    """Move finished workers from ``pending`` (changed in place) to ``summaries`` until none is left or
+    ``deadline`` passes. Waits in short slices so Ctrl-C reaches the main thread at once."""
+    while pending and (deadline is None or time.monotonic() < deadline):
+        finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        for future in finished:
+            pending.discard(future)
+            if not future.cancelled():
+                summaries.append(future.result())

@@ -7,15 +7,18 @@ joined with ``shlex.quote``, and every step has a timeout. paramiko is imported 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import re
 import shlex
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from .errors import DeviceError
 
@@ -34,6 +37,32 @@ _REMOTE_SHA256 = (
     "        print(h.hexdigest(), p)\n"
     "    except OSError:\n"
     "        print('-', p)\n"
+)
+
+
+#: Stops a process group: SIGTERM, up to ``grace`` seconds, SIGKILL; prints "gone" or "alive".
+_STOP_GROUP = (
+    "import os, signal, sys, time\n"
+    "group, grace = int(sys.argv[1]), float(sys.argv[2])\n"
+    "def alive():\n"
+    "    try:\n"
+    "        os.killpg(group, 0)\n"
+    "        return True\n"
+    "    except ProcessLookupError:\n"
+    "        return False\n"
+    "    except PermissionError:\n"
+    "        return True\n"
+    "for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):\n"
+    "    if not alive():\n"
+    "        break\n"
+    "    try:\n"
+    "        os.killpg(group, sig)\n"
+    "    except ProcessLookupError:\n"
+    "        break\n"
+    "    end = time.time() + wait\n"
+    "    while alive() and time.time() < end:\n"
+    "        time.sleep(0.05)\n"
+    "print('alive' if alive() else 'gone')\n"
 )
 
 
@@ -114,6 +143,7 @@ class Connection:
         self.accept_new = accept_new_host_keys
         self._client: Any = None
         self._sftp: Any = None
+        self._home: Optional[str] = None
 
     def __enter__(self) -> "Connection":
         return self
@@ -194,28 +224,96 @@ class Connection:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._home = None
+
+    def abort(self) -> None:
+        """Break the connection from another thread: a blocked read or write in paramiko returns with an error.
+
+        paramiko's writes have no timeout of their own (its packetizer retries a full socket forever), so a
+        blackholed or frozen device would hang an upload for good; shutting the socket down is what ends it.
+        """
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        if transport is None:
+            return
+        sock = getattr(transport, "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        transport.close()
+
+    @contextlib.contextmanager
+    def guard(self, seconds: float, what: str, stop: Any = None) -> Iterator[None]:
+        """Run the block under a deadline that fires: past ``seconds`` (or once ``stop`` is set) the connection
+        is aborted and the block ends with a DeviceError that says which deadline it was."""
+        watchdog = _Watchdog(self, seconds, stop)
+        try:
+            yield
+        except BaseException:
+            if not watchdog.fired:
+                raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired == "stop":
+            raise DeviceError(f"{what} on {self.target.host}: interrupted")
+        if watchdog.fired:
+            raise DeviceError(f"{what} on {self.target.host} timed out after {seconds:g} s "
+                              f"(the device stopped answering)")
 
     # -- commands ---------------------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], timeout: Optional[float] = None, cwd: Optional[str] = None,
-            stop: Optional[threading.Event] = None) -> "CommandResult":
+            stop: Any = None, report_pid: bool = False) -> "CommandResult":
         """Run one command; output is capped at MAX_OUTPUT_BYTES, the whole call at ``timeout`` seconds.
 
-        ``stop`` (Ctrl-C in the fleet) closes the channel early and the result counts as timed out.
+        ``stop`` (Ctrl-C, a device deadline) ends the wait early: the result says ``interrupted``. With
+        ``report_pid`` the remote shell first writes its pid (the command's process group) to stderr, so the
+        caller can stop the command on the device (:meth:`stop_group`).
         """
         import paramiko
 
         command = quote_command(argv)
         if cwd:
-            command = f"cd {shlex.quote(cwd)} && {command}"
+            command = f"cd {shlex.quote(cwd)} && exec {command}"
+        if report_pid:
+            command = f"echo {PID_MARK.decode()}$$ >&2; {command}"
         limit = timeout or self.target.command_timeout
-        client = self.open()
+        # The watchdog is the backstop for paramiko calls that wait without a timeout (exec_command waits for the
+        # server's reply forever); _collect itself ends at ``limit``.
+        with self.guard(limit + self.target.connect_timeout + 5, "command"):
+            client = self.open()
+            try:
+                channel = client.get_transport().open_session(timeout=self.target.connect_timeout)
+                channel.settimeout(1.0)
+                channel.exec_command(command)
+                return _collect(channel, limit, stop)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise DeviceError(f"command failed on {self.target.host}: {exc or type(exc).__name__}") from exc
+
+    def stop_group(self, pid: int, python: str, grace: float = 2.0) -> bool:
+        """Stop process group ``pid`` on the device (SIGTERM, then SIGKILL) and check that it is gone.
+
+        Done with the device's Python rather than the shell: dash's ``kill`` cannot signal a process group.
+        Returns True when nothing of it is left. Never raises: it runs after something already went wrong.
+        """
         try:
-            channel = client.get_transport().open_session(timeout=self.target.connect_timeout)
-            channel.settimeout(1.0)
-            channel.exec_command(command)
-            return _collect(channel, limit, stop)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise DeviceError(f"command failed on {self.target.host}: {exc or type(exc).__name__}") from exc
+            result = self.run([python, "-c", _STOP_GROUP, str(int(pid)), str(grace)], timeout=grace + 10)
+        except DeviceError:
+            return False
+        return result.stdout.strip().endswith(b"gone")
+
+    def home(self) -> str:
+        """The login's home folder on the device (where SFTP and the login shell start)."""
+        if self._home is None:
+            import paramiko
+
+            with self.guard(self.target.transfer_timeout, "finding the home folder"):
+                try:
+                    self._home = self.sftp().normalize(".")
+                except (OSError, paramiko.SSHException) as exc:
+                    raise DeviceError(f"cannot find the home folder on {self.target.host}: {exc}") from exc
+        return self._home
 
     # -- files ------------------------------------------------------------------------------------------------
     def sftp(self) -> Any:
@@ -229,11 +327,16 @@ class Connection:
             self._sftp.get_channel().settimeout(self.target.transfer_timeout)
         return self._sftp
 
-    def remote_sha256(self, python: str, paths: Iterable[str]) -> Dict[str, Optional[str]]:
+    def remote_sha256(self, python: str, paths: Iterable[str], stop: Any = None) -> Dict[str, Optional[str]]:
         paths = list(paths)
         if not paths:
             return {}
-        result = self.run([python, "-c", _REMOTE_SHA256, *paths], timeout=self.target.transfer_timeout)
+        result = self.run([python, "-c", _REMOTE_SHA256, *paths], timeout=self.target.transfer_timeout, stop=stop)
+        if result.interrupted:
+            raise DeviceError(f"hashing files on {self.target.host}: interrupted")
+        if result.timed_out or result.connection_lost:
+            raise DeviceError(f"hashing files on {self.target.host} did not finish "
+                              f"({'timed out' if result.timed_out else 'connection lost'})")
         if result.exit_status != 0:
             raise DeviceError(f"hashing files on {self.target.host} failed: {result.stderr_tail()}")
         hashes: Dict[str, Optional[str]] = {}
@@ -243,49 +346,145 @@ class Connection:
         return hashes
 
 
+class _Watchdog:
+    """A thread that aborts a connection when a deadline passes or a stop event is set."""
+
+    def __init__(self, connection: Connection, seconds: float, stop: Any) -> None:
+        self.connection, self.stop = connection, stop
+        self.deadline = time.monotonic() + seconds
+        self.fired: Optional[str] = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="edgeprune-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.1):
+            if self.stop is not None and self.stop.is_set():
+                self.fired = "stop"
+            elif time.monotonic() > self.deadline:
+                self.fired = "deadline"
+            else:
+                continue
+            self.connection.abort()
+            return
+
+    def cancel(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def route_library_logs(path: Optional[Path] = None) -> Path:
+    """Send paramiko's log (its tracebacks for dead hosts included) to a file instead of the terminal.
+
+    Every failure already reaches the user as one line with its reason; paramiko's own multi-line reports
+    ("Exception (client): Error reading SSH protocol banner") would otherwise be printed by logging's
+    last-resort handler.
+    """
+    path = path or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeprune" / "ssh.log"
+    logger = logging.getLogger("paramiko")
+    logger.propagate = False
+    if not any(getattr(h, "_edgeprune", False) for h in logger.handlers):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.FileHandler(path, delay=True)
+        except OSError:
+            handler = logging.NullHandler()
+        handler._edgeprune = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return path
+
+
 @dataclass
 class CommandResult:
+    """How one command ended. ``stderr`` keeps the first and the last 32 KiB: a chatty device cannot make the host
+    drop a valid result, and the start (a pid line, the first error) survives."""
+
     exit_status: int
     stdout: bytes
     stderr: bytes
     truncated: bool = False
     timed_out: bool = False
+    interrupted: bool = False
+    connection_lost: bool = False
+    limit: float = 0.0
+    pid: Optional[int] = None
 
     def stderr_tail(self, lines: int = 3) -> str:
         text = self.stderr.decode("utf-8", "replace").strip().splitlines()
         return " | ".join(text[-lines:]) or f"exit status {self.exit_status}"
 
 
-def _collect(channel: Any, limit: float, stop: Optional[threading.Event]) -> CommandResult:
+#: The remote shell writes this (and its pid) to stderr before it execs the command: the pid is the process group
+#: to stop on a timeout or Ctrl-C (sshd makes each session's shell a session and group leader).
+PID_MARK = b"edgeprune-pid:"
+_PID_RE = re.compile(rb"edgeprune-pid:(\d{1,10})\n")
+STDERR_KEEP = 32 * 1024
+
+
+class _Stream:
+    """Collects one stream: all of it up to ``cap`` (stdout), or its head and tail (stderr)."""
+
+    def __init__(self, cap: int, keep_tail: bool) -> None:
+        self.cap, self.keep_tail = cap, keep_tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.overflow = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.head)
+        self.head += chunk[:max(0, room)]
+        rest = chunk[max(0, room):]
+        if rest:
+            self.overflow = True
+            if self.keep_tail:
+                self.tail = (self.tail + rest)[-self.cap:]
+
+    def value(self) -> bytes:
+        if self.tail:
+            return bytes(self.head) + b"\n[...]\n" + bytes(self.tail)
+        return bytes(self.head)
+
+
+def _collect(channel: Any, limit: float, stop: Any) -> CommandResult:
     deadline = time.monotonic() + limit
-    out: List[bytes] = []
-    err: List[bytes] = []
-    sizes = [0, 0]
-    truncated = False
+    out, err = _Stream(MAX_OUTPUT_BYTES, keep_tail=False), _Stream(STDERR_KEEP, keep_tail=True)
+    ended = dict(timed_out=False, interrupted=False)
     while True:
         progressed = False
-        for index, (ready, recv, sink) in enumerate(
-            ((channel.recv_ready, channel.recv, out), (channel.recv_stderr_ready, channel.recv_stderr, err))
-        ):
+        for ready, recv, sink in ((channel.recv_ready, channel.recv, out),
+                                  (channel.recv_stderr_ready, channel.recv_stderr, err)):
             while ready():
                 chunk = recv(65536)
                 if not chunk:
                     break
                 progressed = True
-                if sizes[index] + len(chunk) > MAX_OUTPUT_BYTES:
-                    truncated = True
-                    chunk = chunk[: max(0, MAX_OUTPUT_BYTES - sizes[index])]
-                sizes[index] += len(chunk)
-                if chunk:
-                    sink.append(chunk)
+                sink.add(chunk)
+        if out.overflow:
+            break
         if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
             break
-        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
-            channel.close()
-            return CommandResult(-1, b"".join(out), b"".join(err), truncated, timed_out=True)
-        if truncated:
-            channel.close()
-            return CommandResult(-1, b"".join(out), b"".join(err), truncated=True)
+        if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break  # closed without an exit status: the connection went away
+        if stop is not None and stop.is_set():
+            ended["interrupted"] = True
+            break
+        if time.monotonic() > deadline:
+            ended["timed_out"] = True
+            break
         if not progressed:
             time.sleep(0.02)
-    return CommandResult(channel.recv_exit_status(), b"".join(out), b"".join(err), truncated)
+    stderr = err.value()
+    match = _PID_RE.search(bytes(err.head[:4096]))
+    pid = int(match.group(1)) if match else None
+    if match:
+        stderr = stderr.replace(match.group(0), b"", 1)
+    status, lost = -1, False
+    if not out.overflow and not any(ended.values()):
+        status = channel.recv_exit_status()  # ready: the process exited, or the channel closed (-1)
+        transport = channel.get_transport()
+        lost = status == -1 and (transport is None or not transport.is_active())
+    channel.close()
+    return CommandResult(status, out.value(), stderr, out.overflow, ended["timed_out"], ended["interrupted"],
+                         lost, limit, pid)
