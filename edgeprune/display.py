@@ -1,11 +1,15 @@
 """What the CLI draws: progress on stderr (stdout carries only tables or JSON) and the optimize table.
 
 Consoles are created per command, never at import, and rich is imported inside, so ``--help`` stays fast.
+Text from a device or a user's file goes through ``edgeprune.text``: escaped where it is put into markup, and the
+progress columns that show it do not parse markup at all.
 """
 from __future__ import annotations
 
 import sys
 from typing import Any, Dict, List, Optional
+
+from .text import clean, for_rich
 
 
 def stderr_console() -> Any:
@@ -35,10 +39,10 @@ class RichProgress:
         self.console = stderr_console()
         self.quiet = quiet
         self.bar = Progress(
-            TextColumn("{task.description:<22}"),
+            TextColumn("{task.description:<22}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.fields[detail]}", markup=False),
             TimeElapsedColumn(),
             console=self.console,
             disable=quiet,
@@ -62,16 +66,16 @@ class RichProgress:
 
     def stage(self, name: str, total: Optional[int] = None) -> None:
         self._finish()
-        self.task = self.bar.add_task(name, total=total, detail="")
+        self.task = self.bar.add_task(clean(name), total=total, detail="")
         self.bar.refresh()
 
     def advance(self, detail: str = "") -> None:
         if self.task is not None:
-            self.bar.update(self.task, advance=1, detail=detail)
+            self.bar.update(self.task, advance=1, detail=clean(detail, 70))
             self.bar.refresh()
 
     def note(self, message: str) -> None:
-        self.bar.console.print(f"[yellow]note:[/] {message}", highlight=False)
+        self.bar.console.print(f"[yellow]note:[/] {for_rich(message)}", highlight=False)
 
 
 def variants_table(manifest: Dict[str, Any]) -> Any:
@@ -79,14 +83,15 @@ def variants_table(manifest: Dict[str, Any]) -> Any:
 
     variants = manifest["variants"]
     base = next((v for v in variants if v["name"] == "baseline-float32" and v["status"] == "ok"), None)
-    table = Table(title=f"edgeprune optimize: {manifest['dataset']['name']} ({manifest['baseline']['source']})")
+    table = Table(title=f"edgeprune optimize: {for_rich(manifest['dataset']['name'])} "
+                        f"({for_rich(manifest['baseline']['source'])})")
     for column in ("variant", "size KB", "gzip KB", "size ratio", "gzip ratio", "sparsity", "accuracy", "Δ acc (pts)"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for v in variants:
         if v["status"] != "ok":
-            table.add_row(v["name"], f"[red]failed: {v['error']}[/]", *[""] * 6)
+            table.add_row(for_rich(v["name"]), f"[red]failed: {for_rich(v['error'])}[/]", *[""] * 6)
             continue
-        row = [v["name"], f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}"]
+        row = [for_rich(v["name"]), f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}"]
         if base:
             row += [
                 f"{base['size_bytes'] / v['size_bytes']:.2f}x",
@@ -115,11 +120,11 @@ class FleetDisplay:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
-            TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+            TextColumn("{task.description:<20}", markup=False), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}", markup=False), TimeElapsedColumn(),
             console=stderr_console(), disable=quiet,
         )
-        self.tasks = {name: self.bar.add_task(name, total=None, state="waiting") for name in devices}
+        self.tasks = {name: self.bar.add_task(clean(name, 40), total=None, state="waiting") for name in devices}
 
     def __enter__(self) -> "FleetDisplay":
         self.bar.__enter__()
@@ -129,6 +134,7 @@ class FleetDisplay:
         self.bar.__exit__(*exc)
 
     def device_state(self, device: str, state: str, done: int = 0, total: int = 0) -> None:
+        """``state`` may hold a device's exception message: shown as plain text (the column parses no markup)."""
         task = self.tasks.get(device)
         if task is not None:
-            self.bar.update(task, completed=done, total=total or None, state=state[:70])
+            self.bar.update(task, completed=done, total=total or None, state=clean(state, 70))

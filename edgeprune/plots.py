@@ -5,7 +5,8 @@
 - ``size_latency.png``: file size against p50, one colour per device, each point labelled with its variant and
   device accuracy.
 
-Both have a fixed size in pixels (``SIZE`` at ``DPI``) so the HTML report lays out the same every time.
+Both have a fixed size in pixels (``SIZE`` at ``DPI``) so the HTML report lays out the same every time. Device
+and variant names are untrusted text: every label goes through ``text.for_matplotlib`` (no mathtext from ``$``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
+
+from .text import for_matplotlib
 
 SIZE: Tuple[float, float] = (10.0, 5.0)  # inches
 DPI = 100
@@ -46,7 +49,7 @@ def latency_figure(frame: Any) -> Any:
         rows = ok[ok["device"] == device].set_index("variant")
         xs = np.array([variants.index(v) for v in rows.index]) - 0.4 + width * (d + 0.5)
         p50, p90, p99 = (rows[c].to_numpy(dtype=float) / scale for c in ("p50_us", "p90_us", "p99_us"))
-        ax.bar(xs, p50, width * 0.9, color=colors[d], label=device, alpha=0.85)
+        ax.bar(xs, p50, width * 0.9, color=colors[d], label=for_matplotlib(device), alpha=0.85)
         ax.vlines(xs, p50, p99, color="black", linewidth=1)
         ax.scatter(xs, p90, marker="_", color="black", s=260 * width, linewidths=2.5, zorder=3,
                    label="p90" if d == 0 else None)
@@ -59,7 +62,7 @@ def latency_figure(frame: Any) -> Any:
                         fmt="none", ecolor="white", elinewidth=1.5, capsize=3)
     _log_if_wide(ax, ok["p50_us"].to_numpy(dtype=float), ax.set_yscale)
     _clip_outliers(ax, ok, scale, variants, devices, width)
-    ax.set_xticks(range(len(variants)), variants, rotation=15)
+    ax.set_xticks(range(len(variants)), [for_matplotlib(v) for v in variants], rotation=15)
     ax.set_ylabel(f"latency ({unit}, batch 1)")
     ax.set_title("p50 latency per variant and device (bar: p50, white: its 95% CI; ticks: p90 and p99)")
     ax.grid(axis="y", alpha=0.3)
@@ -92,7 +95,8 @@ def size_latency_figure(frame: Any) -> Any:
     colors = _colors(len(devices))
     for d, device in enumerate(devices):
         rows = ok[ok["device"] == device]
-        ax.scatter(rows["size_kb"], rows["p50_us"] / scale, color=colors[d], label=device, s=50, zorder=3)
+        ax.scatter(rows["size_kb"], rows["p50_us"] / scale, color=colors[d], label=for_matplotlib(device), s=50,
+                   zorder=3)
     for x, y, lines in _label_clusters(ok, scale, len(devices) > 1):
         ax.annotate("\n".join(lines), (x, y), xytext=(7, 0), textcoords="offset points", fontsize=8, va="center")
     _log_if_wide(ax, ok["p50_us"].to_numpy(dtype=float), ax.set_yscale)
@@ -114,8 +118,8 @@ def _label_clusters(ok: Any, scale: float, with_device: bool) -> List[Tuple[floa
     clusters: List[Tuple[float, float, List[str]]] = []
     for (_, row), px, py in zip(ok.iterrows(), x, y):
         accuracy = row["device_accuracy"]
-        text = row["variant"] + (f" {accuracy:.1%}" if accuracy == accuracy else "")
-        text += f" ({row['device']})" if with_device else ""
+        text = for_matplotlib(row["variant"]) + (f" {accuracy:.1%}" if accuracy == accuracy else "")
+        text += f" ({for_matplotlib(row['device'])})" if with_device else ""
         near = next((c for c in clusters if abs(c[0] - px) / span_x < NEAR and abs(c[1] - py) / span_y < NEAR), None)
         if near:
             near[2].append(text)

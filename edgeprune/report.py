@@ -18,6 +18,7 @@ import numpy as np
 from . import stats
 from .errors import ConfigError
 from .store import Store
+from .text import for_csv, for_markdown, for_markdown_code, for_rich
 
 BASELINE = "baseline-float32"
 FORMATS = ("csv", "md", "html", "png")
@@ -273,23 +274,21 @@ LEGEND = ("gzip ratio = baseline gzip size / variant gzip size; Δ acc = device 
 def markdown(report: RunReport) -> str:
     run = report.run
     lines = [f"# edgeprune report: run {run['id']}", "",
-             f"{run['created']} · model: {run['model_source']} · data: {run['dataset']} · folder: `{run['run_folder']}`",
-             ""]
+             f"{for_markdown(run['created'])} · model: {for_markdown(run['model_source'])} · "
+             f"data: {for_markdown(run['dataset'])} · folder: {for_markdown_code(run['run_folder'])}", ""]
     for group in groups(report.frame):
-        lines += [f"## {group.heading}", "", _markdown_table(group.table), ""]
-        lines += [f"- **{variant}** ({status}): {reason}" for variant, status, reason in group.failures]
+        lines += [f"## {for_markdown(group.heading)}", "", _markdown_table(group.table), ""]
+        lines += [f"- **{for_markdown(variant)}** ({for_markdown(status)}): {for_markdown(reason)}"
+                  for variant, status, reason in group.failures]
         lines += [""] if group.failures else []
     lines += [LEGEND, ""]
     return "\n".join(lines)
 
 
 def _markdown_table(table: Any) -> str:
-    def cell(text: Any) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    header = "| " + " | ".join(cell(c) for c in table.columns) + " |"
+    header = "| " + " | ".join(for_markdown(c) for c in table.columns) + " |"
     rule = "|" + "|".join("---" if c == "variant" else "---:" for c in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    body = ["| " + " | ".join(for_markdown(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
@@ -308,20 +307,20 @@ def print_report(report: RunReport, console: Any) -> None:
     from rich.table import Table
 
     run = report.run
-    console.print(f"[bold]edgeprune report: run {run['id']}[/] ({run['created']}, {run['model_source']}, "
-                  f"{run['dataset']})", highlight=False)
+    console.print(f"[bold]edgeprune report: run {run['id']}[/] ({for_rich(run['created'])}, "
+                  f"{for_rich(run['model_source'])}, {for_rich(run['dataset'])})", highlight=False)
     for group in groups(report.frame, terminal=True):
-        table = Table(title=group.heading, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        table = Table(title=for_rich(group.heading), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                       collapse_padding=True)
         for column in group.table.columns:
             table.add_column(column, justify="left" if column in ("variant", "status") else "right",
                              no_wrap=column == "variant")
         failed = group.table["status"] != "" if "status" in group.table else [False] * len(group.table)
         for row, bad in zip(group.table.itertuples(index=False), failed):
-            table.add_row(*[str(v) for v in row], style="red" if bad else None)
+            table.add_row(*[for_rich(v) for v in row], style="red" if bad else None)
         console.print(table)
         for variants, status, reason in _same_reason(group):
-            console.print(f"  [red]{variants}[/] ({status}): {reason}", highlight=False)
+            console.print(f"  [red]{for_rich(variants)}[/] ({for_rich(status)}): {for_rich(reason)}", highlight=False)
     console.print(f"[dim]{LEGEND}[/]", highlight=False)
 
 
@@ -341,6 +340,15 @@ def parse_formats(text: str) -> List[str]:
     return chosen
 
 
+def _csv_frame(frame: Any) -> Any:
+    """The table as the CSV file holds it: text cells cleaned and capped (the DataFrame keeps what was stored)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].map(lambda v: isinstance(v, str)).any():
+            frame[column] = frame[column].map(lambda v: for_csv(v) if isinstance(v, str) else v)
+    return frame
+
+
 def write(report: RunReport, out: Path, formats: Sequence[str] = FORMATS) -> List[Path]:
     """Write the chosen exports to ``out``; returns the files written."""
     try:
@@ -349,10 +357,10 @@ def write(report: RunReport, out: Path, formats: Sequence[str] = FORMATS) -> Lis
         raise ConfigError(f"cannot create report folder {out}: {exc}") from exc
     written: List[Path] = []
     if "csv" in formats:
-        report.frame.to_csv(out / "report.csv", index=False)
+        _csv_frame(report.frame).to_csv(out / "report.csv", index=False)
         written.append(out / "report.csv")
     if "md" in formats:
-        (out / "report.md").write_text(markdown(report))
+        (out / "report.md").write_text(markdown(report), encoding="utf-8")
         written.append(out / "report.md")
     pngs: Dict[str, Path] = {}
     if "png" in formats or "html" in formats:
@@ -363,6 +371,6 @@ def write(report: RunReport, out: Path, formats: Sequence[str] = FORMATS) -> Lis
     if "html" in formats:
         from .report_html import html
 
-        (out / "report.html").write_text(html(report, pngs))
+        (out / "report.html").write_text(html(report, pngs), encoding="utf-8")
         written.append(out / "report.html")
     return written

@@ -7,6 +7,7 @@ from typing import Any, List, Optional
 
 from . import stats
 from .report import load
+from .text import for_rich
 
 KEEP = ("device", "variant", "status", "runtime", "runtime_version", "size_kb", "device_accuracy", "p50_us")
 
@@ -56,16 +57,16 @@ def print_comparison(db: "str | Path", run_a: int, run_b: int, console: Any) -> 
                   highlight=False)
     for device, rows in frame.groupby("device", sort=False):
         unit, scale = ("ms", 1000.0) if max(rows["p50_us_a"].max(), rows["p50_us_b"].max()) >= 1000 else ("µs", 1.0)
-        table = Table(title=str(device), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table = Table(title=for_rich(device), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("variant", f"status {run_a} → {run_b}", f"runtime {run_a} → {run_b}", f"p50 {unit} {run_a}",
                        f"p50 {unit} {run_b}", "p50 change", "Δ acc pts", "size change"):
             table.add_column(column, justify="left" if column.split()[0] in ("variant", "status", "runtime")
                              else "right")
         for _, row in rows.iterrows():
-            statuses = [_text(row["status_a"]) or "-", _text(row["status_b"]) or "-"]
-            runtimes = [_runtime(row, "a") or "-", _runtime(row, "b") or "-"]
+            statuses = [for_rich(_text(row[f"status_{side}"]), 100) or "-" for side in "ab"]
+            runtimes = [for_rich(_runtime(row, side), 100) or "-" for side in "ab"]
             table.add_row(
-                row["variant"],
+                for_rich(row["variant"]),
                 statuses[0] if statuses[0] == statuses[1] else " → ".join(statuses),
                 runtimes[0] if runtimes[0] == runtimes[1] else " → ".join(runtimes),
                 *[f"{v / scale:.1f}" if v == v else "" for v in (row["p50_us_a"], row["p50_us_b"])],

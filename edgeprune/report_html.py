@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .report import LEGEND, RunReport, groups
+from .text import for_html
 
 #: Figures that do not depend on the device: a failed pair still shows them, and its reason spans the rest.
 HOST_COLUMNS = ("variant", "status", "size KB", "gzip KB", "gzip ratio", "sparsity", "host acc")
@@ -23,12 +24,20 @@ img { display: block; margin: 12px 0; border: 1px solid #eee; max-width: 100%; }
 """
 
 
+def _align(column: str) -> str:
+    return "left" if column in ("variant", "status") else ""
+
+
+def _cells(row: Dict[str, Any], columns: Any) -> str:
+    return "".join(f'<td class="{_align(c)}">{for_html(row[c])}</td>' for c in columns)
+
+
 def _table(group: Any) -> str:
     columns = list(group.table.columns)
     reasons = {variant: (status, reason) for variant, status, reason in group.failures}
     host = [c for c in columns if c in HOST_COLUMNS]
     rest = len(columns) - len(host)
-    head = "".join(f'<th class="{"left" if c in ("variant", "status") else ""}">{escape(c)}</th>' for c in columns)
+    head = "".join(f'<th class="{_align(c)}">{for_html(c)}</th>' for c in columns)
     if reasons and not rest:  # nothing was measured on this device: the reasons get a column of their own
         head += '<th class="left">reason</th>'
         rest = 1
@@ -36,13 +45,9 @@ def _table(group: Any) -> str:
     for row in group.table.to_dict("records"):
         failure = reasons.get(row["variant"])
         if failure is None:
-            cells = "".join(f'<td class="{"left" if c in ("variant", "status") else ""}">{escape(str(row[c]))}</td>'
-                            for c in columns)
-            body.append(f"<tr>{cells}</tr>")
+            body.append(f"<tr>{_cells(row, columns)}</tr>")
             continue
-        cells = "".join(f'<td class="{"left" if c in ("variant", "status") else ""}">{escape(str(row[c]))}</td>'
-                        for c in host)
-        cells += f'<td class="reason" colspan="{rest}">{escape(failure[1])}</td>'
+        cells = _cells(row, host) + f'<td class="reason" colspan="{rest}">{for_html(failure[1])}</td>'
         body.append(f'<tr class="failed">{cells}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -58,11 +63,11 @@ def html(report: RunReport, pngs: Dict[str, Path]) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>edgeprune report: run {run['id']}</title><style>{CSS}</style></head><body>",
         f"<h1>edgeprune report: run {run['id']}</h1>",
-        f'<p class="meta">{escape(str(run["created"]))} · model: {escape(str(run["model_source"]))} · '
-        f'data: {escape(str(run["dataset"]))} · folder: <code>{escape(str(run["run_folder"]))}</code></p>',
+        f'<p class="meta">{for_html(run["created"])} · model: {for_html(run["model_source"])} · '
+        f'data: {for_html(run["dataset"])} · folder: <code>{for_html(run["run_folder"])}</code></p>',
     ]
     for group in groups(report.frame):
-        parts += [f"<h2>{escape(group.heading)}</h2>", _table(group)]
+        parts += [f"<h2>{for_html(group.heading)}</h2>", _table(group)]
     parts.append(f'<p class="legend">{escape(LEGEND)}</p>')
     if pngs:
         parts.append("<h2>Plots</h2>")
