@@ -6,6 +6,7 @@ commands that need it, inside them, so ``edgeprune --help`` stays instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional
@@ -14,7 +15,7 @@ import click
 
 from . import __version__
 from .config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
-from .display import FleetDisplay, RichProgress, stdout_console, variants_table
+from .display import FleetDisplay, RichProgress, stderr_console, stdout_console, variants_table
 from .errors import ConfigError, EdgepruneError
 
 DEFAULT_DB = "runs/edgeprune.db"
@@ -172,25 +173,35 @@ DEVICE_OPTIONS = _options(
 )
 
 
-def _run_bench(folder: Any, devices: List[Any], db: str, jobs: int, accept_new_host_keys: bool, quiet: bool,
-               resume: Optional[int] = None, variants: Optional[List[str]] = None) -> Any:
+def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, accept_new_host_keys: bool,
+               quiet: bool, resume: Optional[int] = None, variants: Optional[List[str]] = None) -> Any:
     """Bench with a progress row per device, then one summary line; exits 130 when interrupted."""
     from pathlib import Path
 
     from .fleet import bench as run_bench
+    from .ssh import route_library_logs
+    from .text import for_rich
 
-    with FleetDisplay([d.name for d in devices], quiet) as display:
-        result = run_bench(folder or Path("."), devices, Path(db), jobs=jobs,
-                           accept_new_host_keys=accept_new_host_keys, resume=resume, variants=variants,
-                           progress=display)
+    route_library_logs()
+    names = [d.name for d in devices] if devices else []
+    with FleetDisplay(names, quiet) as display:
+        result = run_bench(folder, devices, Path(db), jobs=jobs, accept_new_host_keys=accept_new_host_keys,
+                           resume=resume, variants=variants, progress=display)
     counts = result.counts
-    click.echo(f"run {result.run_id}: {counts['ok']} ok, {counts['error']} error, {counts['failed']} failed "
-               f"(stored in {db})")
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("ok", "error", "failed"))
+    click.echo(f"run {result.run_id}: {shown} (stored in {db})")
+    console = stderr_console()
     for summary in result.devices:
         if summary.reason:
-            click.echo(f"  {summary.device}: {summary.reason}", err=True)
+            console.print(f"  {for_rich(summary.device)}: {for_rich(summary.reason)}", highlight=False)
+    if result.unsaved:
+        click.echo(f"Error: the store refused some results; they are kept in {result.unsaved}", err=True)
     if result.interrupted:
         click.echo(f"Interrupted: measured results are stored; finish with --resume {result.run_id}", err=True)
+        if result.stragglers:  # a worker did not stop in time: do not wait for it at exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         sys.exit(130)
     return result
 
@@ -199,18 +210,26 @@ def _run_bench(folder: Any, devices: List[Any], db: str, jobs: int, accept_new_h
 @click.argument("run_folder", required=False)
 @DEVICE_OPTIONS
 @click.option("--variants", type=str, help="Comma-separated subset of the run folder's variants.")
-@click.option("--resume", type=int, metavar="RUN_ID", help="Run only the pairs of RUN_ID not yet stored.")
+@click.option("--resume", type=click.IntRange(min=1), metavar="RUN_ID",
+              help="Measure only the pairs of RUN_ID not yet stored (default devices: the run's own).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
           jobs: int, variants: Optional[str], resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
-    """Benchmark an optimize output folder on a device or a fleet; results go to SQLite as they arrive."""
+    """Benchmark an optimize output folder on a device or a fleet; results go to SQLite as they arrive.
+
+    Exit status: 0 when every device x variant pair was measured ok; 1 when any pair failed, errored, was invalid
+    or was not built; 2 for a usage or configuration error; 130 when interrupted (finish with --resume).
+    """
     from pathlib import Path
 
-    devices = _devices(device, fleet, tags)
+    if resume is not None and not (device or fleet):
+        devices = None  # the run's own devices, from the store
+    else:
+        devices = _devices(device, fleet, tags)
     folder = Path(run_folder) if run_folder else (None if resume else Path(_latest_run_folder()))
     chosen = [v.strip() for v in variants.split(",")] if variants else None
     result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen)
-    if result.counts["failed"]:
+    if not result.all_ok:
         sys.exit(1)
 
 
@@ -259,7 +278,7 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
     _print_report(db, benched.run_id, str(result.folder / "report"), formats)
     click.echo(f"edgeprune run: done in {time.perf_counter() - started:.1f} s", err=True)
     failed = _failed_variants(result.manifest)
-    if failed or benched.counts["failed"]:
+    if failed or not benched.all_ok:
         sys.exit(1)
 
 
@@ -289,6 +308,7 @@ def runs(db: str) -> None:
     from rich.table import Table
 
     from .report import list_runs
+    from .text import for_rich
 
     frame = list_runs(db)
     if frame.empty:
@@ -301,7 +321,8 @@ def runs(db: str) -> None:
     for run in frame.to_dict("records"):
         model = run["model"] if run["dataset"] in str(run["model"]) else f"{run['model']} / {run['dataset']}"
         results = ", ".join(f"{run[s]} {s}" for s in ("ok", "error", "failed", "invalid") if run[s]) or "none"
-        table.add_row(str(run["id"]), run["created"], model, run["devices"], str(run["variants"]), results)
+        table.add_row(str(run["id"]), for_rich(run["created"]), for_rich(model), for_rich(run["devices"]),
+                      str(run["variants"]), results)
     stdout_console().print(table)
 
 
@@ -318,46 +339,26 @@ def devices() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the probes as JSON.")
 def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str], accept_new_host_keys: bool,
                   as_json: bool) -> None:
-    """Connect, run the agent's probe, and say what each device has and lacks."""
+    """Connect, run the agent's probe and a tiny bundled model end to end, and say what each device has and lacks.
+
+    Exit status 0 only when every device measured the tiny model: the same path a bench takes (upload, sha256,
+    the agent in its folder, the runtime), so a device that passes here can be benchmarked.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .deploy import open_device
+    from .checks import check_device
+    from .ssh import route_library_logs
 
     profiles = _devices(name, fleet, tags)
-
-    def check(profile: Any) -> Dict[str, Any]:
-        try:
-            with open_device(profile, accept_new_host_keys) as device:
-                outcome = device.probe()
-        except EdgepruneError as exc:
-            return {"device": profile.name, "status": "failed", "reason": str(exc)}
-        if outcome.status != "ok":
-            return {"device": profile.name, "status": outcome.status, "reason": outcome.message}
-        return {"device": profile.name, "status": "ok", "probe": outcome.document}
-
+    route_library_logs()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        reports = list(pool.map(check, profiles))
+        reports = list(pool.map(lambda p: check_device(p, accept_new_host_keys), profiles))
     if as_json:
         click.echo(json.dumps(reports, indent=2))
     else:
-        from rich.table import Table
+        from .checks import check_table
 
-        table = Table(title="edgeprune devices check")
-        for column in ("device", "status", "python", "numpy", "runtimes", "machine / model", "missing"):
-            table.add_column(column)
-        for report in reports:
-            if report["status"] != "ok":
-                table.add_row(report["device"], f"[red]{report['status']}[/]", "", "", "", "", report["reason"] or "")
-                continue
-            probe = report["probe"]
-            dev = probe.get("device") or {}
-            runtimes = probe.get("runtimes") or []
-            have = [f"{r.get('module')} {r.get('version')}" for r in runtimes if isinstance(r, dict) and r.get("available")]
-            table.add_row(report["device"], "ok", (dev.get("python") or {}).get("version", ""),
-                          str(dev.get("numpy") or ""), ", ".join(have) or "none",
-                          " / ".join(str(x) for x in (dev.get("machine"), dev.get("pi_model")) if x),
-                          "" if have else "a TFLite runtime: pip install ai-edge-litert (Python 3.10+) or tflite-runtime")
-        stdout_console().print(table)
+        stdout_console().print(check_table(reports))
     if any(r["status"] != "ok" for r in reports):
         sys.exit(1)
 

@@ -58,7 +58,7 @@ def latency_figure(frame: Any) -> Any:
         low, high = (rows[c].to_numpy(dtype=float) / scale for c in ("p50_ci_low_us", "p50_ci_high_us"))
         has_ci = np.isfinite(low)
         if has_ci.any():
-            ax.errorbar(xs[has_ci], p50[has_ci], yerr=[p50[has_ci] - low[has_ci], high[has_ci] - p50[has_ci]],
+            ax.errorbar(xs[has_ci], p50[has_ci], yerr=[np.clip(p50[has_ci] - low[has_ci], 0, None), np.clip(high[has_ci] - p50[has_ci], 0, None)],
                         fmt="none", ecolor="white", elinewidth=1.5, capsize=3)
     _log_if_wide(ax, ok["p50_us"].to_numpy(dtype=float), ax.set_yscale)
     _clip_outliers(ax, ok, scale, variants, devices, width)

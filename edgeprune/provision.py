@@ -48,7 +48,12 @@ def setup(profile: DeviceProfile, accept_new_host_keys: bool = False, base_pytho
         probe = device.connection.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=60)
         if probe.exit_status != 0:
             raise DeviceError(f"{profile.name}: cannot run {python}: {probe.stderr_tail()}")
-        major, minor = (int(x) for x in probe.stdout.decode().strip().split("."))
+        # the last line: a login banner (conda, pyenv, a MOTD script) may come first
+        lines = probe.stdout.decode("utf-8", "replace").strip().splitlines()
+        try:
+            major, minor = (int(x) for x in lines[-1].strip().split("."))
+        except (IndexError, ValueError):
+            raise DeviceError(f"{profile.name}: {python} did not print its version") from None
         packages = runtime_packages((major, minor), profile.runtime)
         steps = [
             [python, "-m", "venv", venv],

@@ -184,7 +184,6 @@ def test_compare_prints_device_text_literally(hostile_db):
     assert "ai_edge_litert [/] [link=http://evil]x[/link]" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="the runs table is drawn in cli.py, outside this change (issue 10)")
 def test_runs_prints_device_text_literally(hostile_db):
     proc = run_cli("runs", "--db", str(hostile_db.db))
     assert_inert(proc.stdout, "runs")

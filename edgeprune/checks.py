@@ -1,0 +1,89 @@
+"""``edgeprune devices check``: is this device ready to be benchmarked? Answered by doing it, on a tiny model.
+
+A probe alone ("Python 3.11, ai-edge-litert 2.3") said ok while every real benchmark failed (a workdir the agent
+could not see). So the check takes the bench's own path: upload a bundled 1 KB model and its eval set (sha256
+verified), start the agent in its folder on the device, load the model with the profile's runtime and delegate,
+time it and check its accuracy. Only a measured model is "ok".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .agent_result import Expected
+from .deploy import FileSpec, open_device, sha256_file
+from .devices import DeviceProfile
+from .errors import EdgepruneError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+CHECK_MODEL = ASSETS / "check.tflite"
+CHECK_EVAL = ASSETS / "check-eval.npz"
+#: The tiny model is timed briefly: the check is about the path, not the figure.
+CHECK_RUNS, CHECK_WARMUP = 20, 2
+
+
+def _check_profile(profile: DeviceProfile) -> DeviceProfile:
+    from dataclasses import replace
+
+    return replace(profile, runs=CHECK_RUNS, warmup=CHECK_WARMUP, min_seconds=0.0)
+
+
+def check_device(profile: DeviceProfile, accept_new_host_keys: bool = False) -> Dict[str, Any]:
+    """Probe the device and measure the bundled model on it; a dict for the table and ``--json``."""
+    import numpy as np
+
+    report: Dict[str, Any] = {"device": profile.name, "status": "failed", "reason": None}
+    model = FileSpec(CHECK_MODEL, sha256_file(CHECK_MODEL), ".tflite")
+    evaluation = FileSpec(CHECK_EVAL, sha256_file(CHECK_EVAL), ".npz")
+    with np.load(CHECK_EVAL) as data:
+        labels = np.asarray(data["y"], dtype=np.int64)
+    expected = Expected(model.sha256, CHECK_MODEL.stat().st_size, labels, None)
+    try:
+        with open_device(_check_profile(profile), accept_new_host_keys) as device:
+            probe = device.probe()
+            if probe.status != "ok":
+                report.update(status=probe.status, reason=f"probe: {probe.error_kind}: {probe.message}")
+                return report
+            report["probe"] = probe.document
+            paths = device.prepare([model, evaluation])
+            run = device.run_agent(paths[model.sha256], paths[evaluation.sha256], expected=expected)
+    except EdgepruneError as exc:
+        report["reason"] = str(exc)
+        return report
+    report["check"] = run.document
+    if run.status != "ok":
+        report.update(status=run.status, reason=f"tiny model: {run.error_kind}: {run.message}")
+        return report
+    report["status"] = "ok"
+    return report
+
+
+def check_table(reports: List[Dict[str, Any]]) -> Any:
+    """One row per device: what it has, and what the tiny model measured or why it could not."""
+    from rich.table import Table
+
+    from .text import for_rich
+
+    table = Table(title="edgeprune devices check")
+    for column in ("device", "status", "python", "numpy", "runtimes", "machine / model", "tiny model", "missing"):
+        table.add_column(column)
+    for report in reports:
+        probe = report.get("probe") or {}
+        dev = probe.get("device") or {}
+        runtimes = probe.get("runtimes") or []
+        have = [f"{r.get('module')} {r.get('version')}" for r in runtimes if isinstance(r, dict) and r.get("available")]
+        check = report.get("check") or {}
+        if report["status"] == "ok":
+            timing, runtime = check.get("timing") or {}, check.get("runtime") or {}
+            measured = f"ok, p50 {timing.get('p50_us', 0):.1f} µs with {runtime.get('module')}"
+            status = "ok"
+        else:
+            measured = report.get("reason") or ""
+            status = f"[red]{for_rich(report['status'])}[/]"
+        missing = "" if have or not probe else \
+            "a TFLite runtime: pip install ai-edge-litert (Python 3.10+) or tflite-runtime"
+        table.add_row(for_rich(report["device"]), status, for_rich((dev.get("python") or {}).get("version", "")),
+                      for_rich(dev.get("numpy") or ""), for_rich(", ".join(have) or ("none" if probe else "")),
+                      for_rich(" / ".join(str(x) for x in (dev.get("machine"), dev.get("pi_model")) if x)),
+                      for_rich(measured, 400), missing)
+    return table
