@@ -102,6 +102,7 @@ def _validate(name: str, arrays: dict) -> Dataset:
         raise DataError(
             f"x_train samples are {arrays['x_train'].shape[1:]} but x_test samples are {arrays['x_test'].shape[1:]}"
         )
+    _check_classes(arrays["y_train"], arrays["y_test"])
     return Dataset(
         name,
         arrays["x_train"].astype(np.float32),
@@ -109,6 +110,25 @@ def _validate(name: str, arrays: dict) -> Dataset:
         arrays["x_test"].astype(np.float32),
         arrays["y_test"].astype(np.int64),
     )
+
+
+def _check_classes(y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """At least two classes to learn, and no test label the training set never shows.
+
+    With one class there is nothing to learn: labels all 0 give a one-unit output that pruning fails on deep in
+    TensorFlow (a traceback), other labels a run that reports a meaningless 100% accuracy. A test label unseen in
+    training can never be predicted, so the accuracy and every comparison built on it would mislead. Labels are
+    already known to be non-negative integers here.
+    """
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        raise DataError(f"y_train has a single class ({int(classes[0])}): a classifier needs labels of at least "
+                        f"2 classes to train, prune and calibrate")
+    unseen = np.setdiff1d(np.unique(y_test), classes)
+    if unseen.size:
+        shown = ", ".join(str(int(label)) for label in unseen[:10]) + (" ..." if unseen.size > 10 else "")
+        raise DataError(f"y_test has label(s) {shown} that y_train never has; every test label must be one of the "
+                        f"{len(classes)} classes in y_train")
 
 
 def write_eval_npz(dataset: Dataset, path: Path) -> None:

@@ -6,9 +6,10 @@ restricted to a safe alphabet; every other string reaches a device only through 
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,6 +23,27 @@ else:  # pragma: no cover - Python 3.10
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow")
+
+#: Inclusive ranges of the integer fields. Beyond them a value is a typo, not a wish: a port SSH cannot use,
+#: more threads than any board has cores, or a benchmark that would not end this year.
+INT_RANGES: Dict[str, Tuple[int, int]] = {
+    "port": (1, 65535), "threads": (1, 1024), "runs": (1, 1_000_000), "warmup": (0, 1_000_000),
+}
+WEEK = 7 * 86400.0
+#: Seconds: (the most, whether 0 is allowed). Every wait needs a finite limit: TOML has ``nan`` and ``inf``
+#: literals, and a NaN timeout compares false with everything, so a hung agent would be waited on forever; a
+#: timeout of 0 would fail every step at once. The most keeps values far below what OS timers accept;
+#: ``min_seconds`` follows the agent's own cap; ``device_timeout`` 0 means "derived" (see its field).
+SECOND_RANGES: Dict[str, Tuple[float, bool]] = {
+    "connect_timeout": (WEEK, False), "command_timeout": (WEEK, False), "transfer_timeout": (WEEK, False),
+    "min_seconds": (86400.0, True), "device_timeout": (30 * 86400.0, True),
+}
+
+
+def _shown(value: Any) -> str:
+    """A bad value for a one-line message: repr (so newlines stay escaped), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -49,6 +71,9 @@ class DeviceProfile:
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
     transfer_timeout: float = 300.0
+    #: The deadline for one device in one bench (connect, uploads and every variant); 0 means derived from the
+    #: other timeouts and the number of variants.
+    device_timeout: float = 0.0
     tags: Tuple[str, ...] = ()
     description: str = ""
 
@@ -61,21 +86,35 @@ class DeviceProfile:
             raise ConfigError(f"device {self.name}: an ssh device needs a host")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"device {self.name}: runtime must be one of {', '.join(RUNTIMES)}")
-        for name in ("port", "threads", "runs"):
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"device {self.name}: {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ConfigError(f"device {self.name}: warmup must be an integer >= 0")
-        for name in ("min_seconds", "connect_timeout", "command_timeout", "transfer_timeout"):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(
+                    f"device {self.name}: {name} must be an integer from {low} to {high}, got {_shown(value)}")
+        for name, (most, zero_allowed) in SECOND_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"device {self.name}: {name} must be a number >= 0, got {value!r}")
-        if not isinstance(self.workdir, str) or not self.workdir or "\0" in self.workdir:
-            raise ConfigError(f"device {self.name}: workdir must be a non-empty path")
-        if any(part == ".." for part in Path(self.workdir).parts):
-            raise ConfigError(f"device {self.name}: workdir must not contain '..'")
+            number = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, float) and math.isfinite(value))  # isfinite() overflows on huge ints
+            if not number or value < 0 or value > most or (value == 0 and not zero_allowed):
+                wanted = f"a finite number {'>=' if zero_allowed else '>'} 0"
+                if name == "device_timeout":
+                    wanted = "0 (derived) or a finite number > 0"
+                raise ConfigError(f"device {self.name}: {name} must be {wanted} (at most {most:.0f} s), "
+                                  f"got {_shown(value)}")
+        self._check_workdir()
         self.tags = tuple(str(tag) for tag in self.tags)
+
+    def _check_workdir(self) -> None:
+        """Relative to the login's home, absolute, or ``~``/``~/...`` (the login's home too). ``~user`` would
+        need the device's password database to resolve, so it is refused rather than guessed."""
+        workdir = self.workdir
+        if not isinstance(workdir, str) or not workdir or "\0" in workdir:
+            raise ConfigError(f"device {self.name}: workdir must be a non-empty path, got {_shown(workdir)}")
+        if workdir.startswith("~") and workdir != "~" and not workdir.startswith("~/"):
+            raise ConfigError(f"device {self.name}: workdir {_shown(workdir)}: ~user/ is not supported; use a path "
+                              f"relative to the login's home or an absolute one")
+        if any(part == ".." for part in Path(workdir).parts):
+            raise ConfigError(f"device {self.name}: workdir must not contain '..', got {_shown(workdir)}")
 
     @property
     def address(self) -> str:
@@ -177,7 +216,3 @@ def load_fleet(path: str) -> Fleet:
         seen.add(device.name)
         devices.append(device)
     return Fleet(devices)
-
-
-def with_overrides(device: DeviceProfile, **changes: Any) -> DeviceProfile:
-    return replace(device, **{k: v for k, v in changes.items() if v is not None})

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from edgeprune import store as store_module
 from edgeprune.errors import StoreError
 from edgeprune.store import SCHEMA_VERSION, Store
 
@@ -51,6 +52,24 @@ def test_not_a_database_is_one_clear_error(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not an edgeprune database|cannot open"):
         Store.open(tmp_path / "junk.db")
+
+
+def test_a_versioned_file_without_the_edgeprune_tables_is_refused(tmp_path):
+    """Another tool's file that happens to set user_version: refused at open, not a traceback at the first read."""
+    conn = sqlite3.connect(tmp_path / "other.db")
+    conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.close()
+    with pytest.raises(StoreError, match=rf"not an edgeprune database \(user_version {SCHEMA_VERSION} but no "
+                                         r"table devices, variants, results; it has tables: runs\)"):
+        Store.open(tmp_path / "other.db", create=False)
+
+
+def test_every_result_column_has_a_storage_rule():
+    """A new column must be declared a number (NULL when SQLite cannot hold it) or capped text."""
+    numbers, texts = set(store_module.NUMBER_COLUMNS), set(store_module.TEXT_CAPS)
+    assert set(store_module.RESULT_COLUMNS) == {"status"} | numbers | texts
+    assert not numbers & texts
 
 
 def test_missing_database_for_reading(tmp_path):
