@@ -223,7 +223,11 @@ def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str]
     from pathlib import Path
 
     if resume is not None and not (device or fleet):
-        devices = None  # the run's own devices, from the store
+        from .fleet import stored_devices
+        from .store import Store
+
+        with Store.open(db, create=False) as store:  # the run's own devices, as they were stored
+            devices = stored_devices(store, resume)
     else:
         devices = _devices(device, fleet, tags)
     folder = Path(run_folder) if run_folder else (None if resume else Path(_latest_run_folder()))

@@ -213,21 +213,36 @@ def _local_mismatches(inputs: _RunInputs) -> Dict[str, str]:
 
 
 class _Recorder:
-    """Stores results for one worker; a result the store refuses goes to a side file instead of being lost."""
+    """Stores results for one worker. A locked store is waited for (in short slices, so Ctrl-C is not held up
+    by another process's lock); a result the store cannot take, or still cannot take when the bench is
+    interrupted, goes to a side file next to the database instead of being lost."""
 
-    def __init__(self, db_path: Path, run_id: int, device: str) -> None:
-        self.db_path, self.run_id, self.device = db_path, run_id, device
-        self.store = Store.open(db_path)
+    #: Each attempt waits this long for a lock; the whole wait for one result is WRITE_PATIENCE.
+    SLICE = 2.0
+    WRITE_PATIENCE = 3600.0
+
+    def __init__(self, db_path: Path, run_id: int, device: str, stop: threading.Event) -> None:
+        self.db_path, self.run_id, self.device, self.stop = db_path, run_id, device, stop
+        self.store = Store.open(db_path, write_patience=self.SLICE)
         self.unsaved: Optional[Path] = None
 
     def record(self, variant: str, values: Dict[str, Any]) -> None:
-        try:
-            self.store.record(self.run_id, self.device, variant, values)
-        except StoreError as exc:
-            self.unsaved = self.db_path.with_name(self.db_path.name + ".unsaved.jsonl")
-            with open(self.unsaved, "a") as handle:
-                handle.write(json.dumps({"run_id": self.run_id, "device": self.device, "variant": variant,
-                                         "store_error": str(exc), "values": values}, default=str) + "\n")
+        deadline = time.monotonic() + self.WRITE_PATIENCE
+        while True:
+            try:
+                self.store.record(self.run_id, self.device, variant, values)
+                return
+            except StoreError as exc:
+                if "locked" in str(exc) and not self.stop.is_set() and time.monotonic() < deadline:
+                    continue
+                self._keep(variant, values, str(exc))
+                return
+
+    def _keep(self, variant: str, values: Dict[str, Any], reason: str) -> None:
+        self.unsaved = self.db_path.with_name(self.db_path.name + ".unsaved.jsonl")
+        with open(self.unsaved, "a") as handle:
+            handle.write(json.dumps({"run_id": self.run_id, "device": self.device, "variant": variant,
+                                     "store_error": reason, "values": values}, default=str) + "\n")
 
     def close(self) -> None:
         self.store.close()
@@ -236,7 +251,7 @@ class _Recorder:
 def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence[str], db_path: Path, run_id: int,
                   accept_new: bool, stop: threading.Event, progress: FleetProgress) -> DeviceSummary:
     summary = DeviceSummary(profile.name)
-    recorder = _Recorder(db_path, run_id, profile.name)
+    recorder = _Recorder(db_path, run_id, profile.name, stop)
     total = len(variants)
     halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, len(variants)))
     done = 0
@@ -330,6 +345,7 @@ def _check_resume(store: Store, run_id: int, folder: Optional[Path]) -> Tuple[Pa
 def stored_devices(store: Store, run_id: int) -> List[DeviceProfile]:
     """The devices a run was measured on, rebuilt from their stored profiles (for ``--resume`` without
     ``--device``/``--fleet``)."""
+    store.run(run_id)  # an unknown run id is one clear line
     profiles = []
     for row in store.devices(run_id):
         try:

@@ -75,7 +75,9 @@ def test_mixed_fleet_stores_right_facts_for_every_pair(pi_arm64, make_lab, tmp_p
     started = time.monotonic()
     proc = edgeprune("run", "--out", str(folder), "--fleet", str(running.fleet_path), "--db", str(db), "--quiet")
     print(f"mixed lab run (optimize + bench + report): {time.monotonic() - started:.1f} s")
-    assert proc.returncode == 0, proc.stderr
+    # exit 1: the two tflite-runtime 2.14 devices cannot load pruned-dynamic (asserted below); every other pair is ok
+    assert proc.returncode == 1, proc.stderr
+    assert "ok, 2 error, 0 failed" in proc.stdout, proc.stdout
     manifest = json.loads((folder / "manifest.json").read_text())
     assert (folder / "report" / "report.html").is_file()
     rows = stored(db)
