@@ -88,17 +88,23 @@ def test_copied_pi4_profile_benches_every_variant(digits_run, make_login_device,
 
 def test_copied_pi4_profile_on_python39_tflite_runtime(digits_run, make_login_device, client_home, pi_python,
                                                        tmp_path):
-    """Bullseye-like: python3 is 3.9 with tflite-runtime 2.14, which cannot load FULLY_CONNECTED v12."""
+    """Bullseye-like: python3 is 3.9 with tflite-runtime 2.14, which cannot load FULLY_CONNECTED v12.
+
+    Two variants only: with the profile's ``threads = 4``, tflite-runtime 2.14's float kernels take ~32 ms an invoke
+    on a loaded 2-core machine (0.2 ms with one thread), ~25 s a float variant. Every variant on this runtime is
+    covered with ``threads = 1`` by test_fleet.py's mixed fleet; the point here is the shipped profile's way there.
+    """
     folder, manifest = digits_run
     device = make_login_device("pi39-copy", python=str(pi_python))
     profile = shipped_copy(device, tmp_path)
     db = tmp_path / "store.db"
-    proc = edgeprune(client_home, "bench", str(folder), "--device", str(profile), "--db", str(db), "-q")
+    proc = edgeprune(client_home, "bench", str(folder), "--device", str(profile), "--db", str(db), "-q",
+                     "--variants", "pruned-dynamic,pruned-int8")
     stored = stored_pairs(db, proc)
     dynamic = stored[(PI4, "pruned-dynamic")]
     assert (dynamic["status"], dynamic["error_kind"]) == ("error", "model-load"), outcome(dynamic)
     assert "FULLY_CONNECTED" in dynamic["error_message"]
-    measured = [name for name in variant_names(manifest) if name != "pruned-dynamic"]
+    measured = ["pruned-int8"]
     for name in measured:
         row = stored[(PI4, name)]
         assert row["status"] == "ok", outcome(row)
