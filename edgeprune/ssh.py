@@ -321,9 +321,15 @@ class Connection:
             import paramiko
 
             try:
-                self._sftp = self.open().open_sftp()
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise DeviceError(f"cannot open SFTP on {self.target.host}: {exc}") from exc
+                with self.guard(self.target.transfer_timeout, "opening SFTP"):
+                    self._sftp = self.open().open_sftp()
+            except (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if reason in ("Garbage packet received", "Incompatible sftp protocol"):
+                    # sftp-server is started through the login shell: what ~/.bashrc prints lands in the protocol
+                    reason = ("the login shell printed text before the SFTP server started (a banner in ~/.bashrc "
+                              "or similar): print it only in interactive shells, e.g. inside `case $- in *i*)`")
+                raise DeviceError(f"cannot open SFTP on {self.target.host}: {reason}") from exc
             self._sftp.get_channel().settimeout(self.target.transfer_timeout)
         return self._sftp
 

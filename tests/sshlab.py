@@ -77,6 +77,8 @@ class SshdDevice:
     port: int = 0
     process: Optional[subprocess.Popen] = None
     extra_config: str = ""
+    #: internal-sftp runs inside sshd; "/usr/lib/openssh/sftp-server" is started through the login shell, as on a Pi
+    sftp_subsystem: str = "internal-sftp"
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ class SshdDevice:
             MaxStartups 100
             MaxSessions 100
             LogLevel ERROR
-            Subsystem sftp internal-sftp
+            Subsystem sftp {self.sftp_subsystem}
             """) + self.extra_config)
         return config
 

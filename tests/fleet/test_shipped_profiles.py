@@ -221,3 +221,21 @@ def test_login_banner_does_not_break_the_agent(digits_run, make_login_device, cl
     assert check.returncode == 0, check.stdout + check.stderr
     assert_blobs_in_home(device, manifest, names)
     assert_nothing_left_running(device)
+
+
+def test_banner_that_breaks_sftp_is_named(digits_run, make_login_device, client_home, tmp_path):
+    """With OpenSSH's external sftp-server (Raspberry Pi OS's default), the login shell starts the SFTP server too,
+    so a .bashrc that prints corrupts the SFTP protocol itself: edgeprune cannot fix that, but must say so."""
+    folder, _ = digits_run
+    device = make_login_device("banner-sftp", banner="Welcome to Raspberry Pi OS!", start=False)
+    device.sftp_subsystem = "/usr/lib/openssh/sftp-server"
+    device.start()
+    profile = shipped_copy(device, tmp_path)
+    db = tmp_path / "store.db"
+    proc = edgeprune(client_home, "bench", str(folder), "--device", str(profile), "--db", str(db), "-q",
+                     "--variants", "pruned-int8")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    row = stored_pairs(db, proc)[(PI4, "pruned-int8")]
+    assert row["status"] == "failed" and row["error_kind"] == "deploy", outcome(row)
+    assert "banner" in row["error_message"] and "~/.bashrc" in row["error_message"]
