@@ -1,0 +1,191 @@
+"""Hostile device parts for the fault tests: agent wrappers that lie, a fake SSH server, and process checks.
+
+A wrapper stands where the profile's ``python`` is: anything but ``-m device_agent run`` is passed to the real
+interpreter untouched (uploads are hashed with it), and a run may be answered by code that edits the real agent's
+document before emitting it. Hosts before issue 10 did not pass ``--frame TOKEN``; a wrapper handles both, and
+frames its forged document with the host's token when there is one, so a test fails on old code for the reason it
+is about (a lie believed) rather than because an unframed reply was refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from sshlab import SshdDevice
+
+HOST_PYTHON = sys.executable
+EDGEPRUNE = [HOST_PYTHON, "-m", "edgeprune"]
+
+#: The wrapper's own prelude: ``real()`` runs the real agent (unframed) and returns its document, ``emit(doc)``
+#: or ``emit(text=...)`` prints a forged reply the way the host asked for it, ``model_sha()`` names the model.
+_PRELUDE = """\
+#!{python}
+import hashlib, json, os, struct, subprocess, sys
+REAL = {python!r}
+ARGV = sys.argv[1:]
+if ARGV[:3] != ["-m", "device_agent", "run"]{extra_pass}:
+    os.execv(REAL, [REAL] + ARGV)
+TOKEN = None
+if "--frame" in ARGV:
+    at = ARGV.index("--frame")
+    TOKEN = ARGV[at + 1]
+    del ARGV[at:at + 2]
+
+def real():
+    return json.loads(subprocess.run([REAL] + ARGV, capture_output=True, check=True).stdout)
+
+def emit(doc=None, text=None):
+    text = json.dumps(doc) if text is None else text
+    if TOKEN:
+        text = "\\n<<<edgeprune-result %s>>>\\n%s\\n<<<edgeprune-end %s>>>\\n" % (TOKEN, text, TOKEN)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+def digest(predictions):
+    return hashlib.sha256(struct.pack("<%di" % len(predictions), *predictions)).hexdigest()[:16]
+"""
+
+
+def agent_wrapper(path: Path, body: str, only_model_sha: Optional[str] = None) -> Path:
+    """Write an executable "python" at ``path`` whose agent runs are answered by ``body`` (Python, see _PRELUDE).
+
+    ``only_model_sha``: runs of any other model go to the real agent as they are, so one variant of a device can
+    be hostile while its others are measured honestly.
+    """
+    extra = ""
+    if only_model_sha is not None:
+        extra = f" or os.path.basename(ARGV[3]).split('.')[0] != {only_model_sha!r}"
+    path.write_text(_PRELUDE.format(python=HOST_PYTHON, extra_pass=extra) + textwrap.dedent(body) + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def device_toml(device: SshdDevice, **overrides: object) -> str:
+    """One ``[[device]]`` table; small ``runs``/``warmup`` so a fleet of honest agents stays quick."""
+    values: Dict[str, object] = {"runs": 5, "warmup": 1}
+    values.update(overrides)
+    return "[[device]]\n" + device.profile_toml(**values)
+
+
+def write_mixed_fleet(path: Path, entries: Sequence[Tuple[SshdDevice, Dict[str, object]]]) -> Path:
+    """A fleet file whose devices each have their own overrides (sshlab.write_fleet gives all the same)."""
+    path.write_text("\n".join(device_toml(device, **overrides) for device, overrides in entries))
+    return path
+
+
+def client_env(home: Path) -> Dict[str, str]:
+    """The CLI's environment: its own HOME (so ``~/.cache/edgeprune`` is the test's), no ssh-agent, no XDG cache."""
+    home.mkdir(parents=True, exist_ok=True)
+    drop = ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "XDG_CACHE_HOME")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["HOME"] = str(home)
+    return env
+
+
+def run_cli(cwd: Path, *args: str, env: Optional[Dict[str, str]] = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m edgeprune ARGS`` from ``cwd``, outside the repository: ``python -m`` puts its working folder first
+    on sys.path, so from the repository root the repository's package would shadow a PYTHONPATH (the suite is
+    checked against an older tree by setting PYTHONPATH to it)."""
+    return subprocess.run([*EDGEPRUNE, *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
+                          env=env)
+
+
+def start_cli(cwd: Path, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """``run_cli`` in the background, for tests that strike while it runs."""
+    return subprocess.Popen([*EDGEPRUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(cwd), env=env)
+
+
+# -- processes on a loopback device ------------------------------------------------------------------------------
+
+def agent_pids(workdir: Path) -> List[int]:
+    """Agents still running for a device: a ``device_agent`` command line naming a file under its work dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "device_agent" in cmdline and " run " in cmdline and str(workdir) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str,
+               proc: Optional[subprocess.Popen] = None) -> None:
+    """Poll ``condition`` every 0.1 s; on timeout kill ``proc`` (the background CLI) and raise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the CLI exited ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.1)
+    if proc is not None:
+        proc.kill()
+        proc.communicate()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_agents(workdir: Path) -> None:
+    """Kill agents a test left on its own device (found by their command line); the finalizer's last resort."""
+    for pid in agent_pids(workdir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- a TCP server that is not an SSH server -----------------------------------------------------------------------
+
+#: What the fake server does with each connection.
+FAKE_SSH_MODES = {
+    "hang-up": b"",  # accepts, then closes at once
+    "http": b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",  # not an SSH banner at all
+    "bad-packet": b"SSH-2.0-OpenSSH_9.2p1\r\n" + b"\xff" * 64 + b"\r\n",  # a banner, then no SSH packet
+}
+
+
+@contextlib.contextmanager
+def fake_ssh_server(mode: str) -> Iterator[int]:
+    """Listen on a loopback port; each connection gets ``FAKE_SSH_MODES[mode]`` and is closed. Yields the port."""
+    reply = FAKE_SSH_MODES[mode]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                with contextlib.suppress(OSError):
+                    if reply:
+                        conn.sendall(reply)
+                        conn.settimeout(0.5)
+                        conn.recv(4096)  # let the client speak before the hang-up, as a confused server would
+
+    thread = threading.Thread(target=serve, name=f"fake-ssh-{mode}", daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        listener.close()

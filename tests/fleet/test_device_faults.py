@@ -1,0 +1,495 @@
+"""Issue 10: nothing a device does may hang, fool or crash edgeprune.
+
+Each test puts one kind of hostile or broken device (real sshd on 127.0.0.1, the real agent behind a wrapper that
+lies, a fake SSH server, a device killed mid-run) in front of ``edgeprune bench`` run as a subprocess, and checks
+what the store keeps: the pair's status and error kind, a message that names the cause, and that the device's other
+pairs, and the other devices, were still measured. Exit codes are asserted everywhere (0 only when every pair is
+ok). The CLI runs from the test's tmp folder so that PYTHONPATH can point it at an older tree (see hostile.run_cli).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
+
+import pytest
+
+from hostile import (FAKE_SSH_MODES, agent_pids, agent_wrapper, client_env, fake_ssh_server, kill_agents,
+                     run_cli, start_cli, wait_until, write_mixed_fleet)
+from login_device import LoginDevice
+from sshlab import SshdDevice
+from test_fleet import by_pair, copy_run, rows
+
+pytestmark = pytest.mark.slow
+MakeDevice = Callable[..., SshdDevice]
+MakeLogin = Callable[..., LoginDevice]
+Reaper = Callable[[SshdDevice], None]
+
+
+class DigitsRun(NamedTuple):
+    """The ``digits_run`` fixture's value (tests/conftest.py): the run folder and its manifest."""
+
+    folder: Path
+    manifest: Dict[str, Any]
+
+
+#: Two variants in manifest order (the host measures them in that order): the first is the one a wrapper attacks.
+FIRST, SECOND = "pruned-float32", "pruned-int8"
+TWO = f"{FIRST},{SECOND}"
+EVAL_SAMPLES = 450  # digits: the 25 % test split of load_digits
+
+
+def outcome(row: sqlite3.Row) -> str:
+    return f"{row['status']} / {row['error_kind']}: {row['error_message']}"
+
+
+def sha_of(manifest: Dict, variant: str) -> str:
+    return next(v["sha256"] for v in manifest["variants"] if v["name"] == variant)
+
+
+def error_lines(stderr: str) -> List[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def result_rows(db: Path) -> List[Dict]:
+    """Every stored result as a plain dict, to compare the store before and after a refused command."""
+    return [dict(r) for r in rows(db)] if db.exists() else []
+
+
+def run_count(db: Path) -> int:
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+# -- 1. impossible results ---------------------------------------------------------------------------------------
+
+#: lie -> (what the wrapper does to the real agent's document, words the stored reason must contain)
+LIES: Dict[str, Tuple[str, str]] = {
+    "percentiles": ("t = doc['timing']\n"
+                    "t['p50_us'], t['p90_us'], t['p99_us'] = t['max_us'], (t['min_us'] + t['max_us']) / 2, "
+                    "t['min_us']", "p50_us"),
+    "min-above-max": ("t = doc['timing']\nt['min_us'], t['max_us'] = t['max_us'], t['min_us']", "min_us"),
+    "zero-latency": ("t = doc['timing']\n"
+                     "for key in ('min_us', 'p50_us', 'p90_us', 'p99_us', 'max_us', 'mean_us', 'std_us'):\n"
+                     "    t[key] = 0.0\n"
+                     "t['samples_us'] = [0.0] * len(t['samples_us'])", "0 µs"),
+    "accuracy": ("a = doc['accuracy']\na['accuracy'] = 1.0 if a['correct'] != a['num_samples'] else 0.5",
+                 "correct/num_samples"),
+    "correct": ("a = doc['accuracy']\na['correct'] -= 5\na['accuracy'] = a['correct'] / a['num_samples']",
+                "eval labels"),
+    # self-consistent (count, accuracy and digest agree): only the run's own eval set gives it away
+    "three-predictions": ("a = doc['accuracy']\np = a['predictions'][:3]\n"
+                          "a.update(predictions=p, num_samples=3, correct=3, accuracy=1.0, "
+                          "predictions_digest=digest(p))", f"the eval set has {EVAL_SAMPLES}"),
+}
+
+
+def test_impossible_results_are_invalid_with_the_reason(digits_run: DigitsRun, make_device: MakeDevice,
+                                                        tmp_path: Path) -> None:
+    """A document that is valid JSON and passes the schema but cannot be true is stored ``invalid / inconsistent``
+    with its reason, never as a measurement; an honest device beside them is still ok, and bench exits 1."""
+    folder, _ = digits_run
+    liars = {lie: make_device(f"lie-{lie}", python=str(agent_wrapper(tmp_path / f"python-{lie}",
+                                                                       f"doc = real()\n{edit}\nemit(doc)")))
+             for lie, (edit, _) in LIES.items()}
+    honest = make_device("honest")
+    fleet = write_mixed_fleet(tmp_path / "fleet.toml", [(d, {}) for d in [*liars.values(), honest]])
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", FIRST,
+                   "-q")
+    stored = by_pair(rows(db))
+    assert outcome(stored[("honest", FIRST)]) == "ok / None: None"
+    for lie, (_, cause) in LIES.items():
+        row = stored[(f"lie-{lie}", FIRST)]
+        assert (row["status"], row["error_kind"]) == ("invalid", "inconsistent"), (lie, outcome(row))
+        assert row["error_message"].startswith("impossible result"), (lie, outcome(row))
+        assert cause in row["error_message"], (lie, outcome(row))
+        assert row["p50_us"] is None and row["accuracy"] is None, lie  # nothing of a lie is reported as measured
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_exit_status_is_1_when_a_pair_only_errored(digits_run: DigitsRun, make_device: MakeDevice,
+                                                   tmp_path: Path) -> None:
+    """bench exits 0 only when every pair is ok: a pair the agent reported as an error (no runtime) is not ok."""
+    folder, _ = digits_run
+    devices = [(make_device("fine"), {}), (make_device("lacks-runtime"), {"runtime": "tflite_runtime"})]
+    fleet = write_mixed_fleet(tmp_path / "fleet.toml", devices)
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", SECOND,
+                   "-q")
+    stored = by_pair(rows(db))
+    assert [stored[("fine", SECOND)]["status"], stored[("lacks-runtime", SECOND)]["status"]] == ["ok", "error"]
+    assert "1 ok, 1 error, 0 failed" in proc.stdout
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+
+
+# -- 2. one hostile value costs that pair only ------------------------------------------------------------------
+
+HOSTILE_VALUES: Dict[str, Tuple[str, str]] = {
+    # SQLite holds 64-bit integers: a bigger one once broke the store write and failed the whole device
+    "huge-int": ("doc = real()\ndoc['memory']['rss_peak_kib'] = 2 ** 64 + 1\nemit(doc)", "out of range"),
+    # json raises RecursionError (not ValueError) on this, which once escaped the judge
+    "deep-json": ("doc = real()\ndoc['runtime']['version'] = '@@DEEP@@'\n"
+                  "emit(text=json.dumps(doc).replace('\"@@DEEP@@\"', '[' * 100000 + ']' * 100000))", "nested"),
+}
+
+
+def test_a_hostile_value_costs_that_pair_only(digits_run: DigitsRun, make_device: MakeDevice,
+                                              tmp_path: Path) -> None:
+    """An integer past 2**63 or JSON nested 100000 deep in the first variant's reply makes that pair
+    ``invalid / invalid-output`` (not ``failed / internal``), and the device's next variant is still measured ok."""
+    folder, manifest = digits_run
+    target = sha_of(manifest, FIRST)
+    devices = [make_device(name, python=str(agent_wrapper(tmp_path / f"python-{name}", body, target)))
+               for name, (body, _) in HOSTILE_VALUES.items()]
+    fleet = write_mixed_fleet(tmp_path / "fleet.toml", [(d, {}) for d in devices])
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", TWO, "-q")
+    stored = by_pair(rows(db))
+    for name, (_, cause) in HOSTILE_VALUES.items():
+        hostile = stored[(name, FIRST)]
+        assert (hostile["status"], hostile["error_kind"]) == ("invalid", "invalid-output"), outcome(hostile)
+        assert cause in hostile["error_message"], outcome(hostile)
+        assert hostile["rss_peak_kib"] is None and hostile["p50_us"] is None
+        assert outcome(stored[(name, SECOND)]) == "ok / None: None"
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- 3. a login banner that looks like a result ----------------------------------------------------------------
+
+FORGED_BANNER = """\
+echo '{"schema_version": 1, "status": "ok"}'
+echo '<<<edgeprune-result 0000000000000000>>>'
+echo '{"schema_version": 1, "agent_version": "9.9.9", "command": "run", "status": "ok"}'
+echo '<<<edgeprune-end 0000000000000000>>>'
+echo '<<<edgeprune-result 1111111111111111>>>'
+"""
+
+
+def test_banner_that_looks_like_a_result_does_not_confuse_the_host(digits_run: DigitsRun,
+                                                                   make_login_device: MakeLogin,
+                                                                   tmp_path: Path) -> None:
+    """A login whose ~/.bashrc prints JSON and whole or half result frames with other tokens: the host reads only
+    the frame with its own token, so both pairs are the agent's real measurements."""
+    folder, manifest = digits_run
+    device = make_login_device("forger", bashrc_extra=FORGED_BANNER)
+    profile = tmp_path / "forger.toml"
+    profile.write_text(device.profile_toml(user=device.user, key_file=str(device.client.key),
+                                           known_hosts=str(device.client.known_hosts), runs=5, warmup=1))
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants", TWO,
+                   "-q")
+    stored = by_pair(rows(db))
+    for name in (FIRST, SECOND):
+        row = stored[("forger", name)]
+        assert outcome(row) == "ok / None: None"
+        doc = json.loads(row["agent_json"])
+        assert doc["agent_version"] != "9.9.9" and doc["model"]["sha256"] == sha_of(manifest, name)
+        assert row["p50_us"] > 0
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- 4. --resume ------------------------------------------------------------------------------------------------
+
+def change_variant(folder: Path, variant: str) -> None:
+    """What a re-optimize into the same folder does to one variant: new bytes, and a manifest that describes them
+    (still a valid manifest, so only the check against the stored run can tell)."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(v for v in manifest["variants"] if v["name"] == variant)
+    model = folder / entry["file"]
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 0x01
+    model.write_bytes(bytes(data))
+    entry["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    entry["size_bytes"] = len(data)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+
+
+def failed_run(folder: Path, device: SshdDevice, tmp_path: Path) -> Tuple[Path, Path]:
+    """Bench ``folder`` on ``device`` while it is down: run 1 with every pair ``failed``. Returns (profile, db)."""
+    profile = tmp_path / f"{device.name}.toml"
+    profile.write_text(device.profile_toml(runs=5, warmup=1, connect_timeout=3))
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants", TWO,
+                   "-q")
+    assert proc.returncode == 1, proc.stderr
+    assert [r["status"] for r in rows(db)] == ["failed", "failed"], [outcome(r) for r in rows(db)]
+    return profile, db
+
+
+def assert_refused_resume(proc: subprocess.CompletedProcess, variant: str) -> None:
+    """Exit 2 and one ``Error:`` line that says run 1's models are no longer in the folder, naming the variant."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert line.startswith("Error:") and "run 1" in line and "no longer" in line and variant in line, line
+
+
+def test_resume_refuses_a_folder_whose_models_changed(digits_run: DigitsRun, make_device: MakeDevice,
+                                                      tmp_path: Path) -> None:
+    """A variant re-optimized in the run folder since run 1: resuming would mix two models in one run."""
+    folder = copy_run(digits_run.folder, tmp_path / "run")
+    device = make_device("down", start=False)
+    profile, db = failed_run(folder, device, tmp_path)
+    change_variant(folder, SECOND)
+    device.start()  # a resume that went ahead would now store new results
+    before = result_rows(db)
+    proc = run_cli(tmp_path, "bench", "--resume", "1", "--device", str(profile), "--db", str(db), "--variants",
+                   TWO, "-q")
+    assert_refused_resume(proc, SECOND)
+    assert result_rows(db) == before and run_count(db) == 1
+
+
+def test_resume_without_devices_uses_the_runs_own(digits_run: DigitsRun, make_device: MakeDevice,
+                                                  tmp_path: Path) -> None:
+    """``bench --resume N`` alone resumes on the devices run N was measured on (from their stored profiles), not on
+    ``local``, and in the run's own folder."""
+    folder = copy_run(digits_run.folder, tmp_path / "run")
+    device = make_device("came-back", start=False)
+    _, db = failed_run(folder, device, tmp_path)
+    device.start()
+    proc = run_cli(tmp_path, "bench", "--resume", "1", "--db", str(db), "--variants", TWO, "-q")
+    final = rows(db, 1)
+    assert {(r["device"], r["variant"]): outcome(r) for r in final} == {
+        ("came-back", FIRST): "ok / None: None", ("came-back", SECOND): "ok / None: None"}
+    assert proc.returncode == 0, proc.stderr
+    assert run_count(db) == 1
+
+
+@pytest.mark.parametrize("run_id", ["0", "-1"])
+def test_resume_needs_a_real_run_id(digits_run: DigitsRun, tmp_path: Path, run_id: str) -> None:
+    """``--resume 0`` is a usage error that says what --resume takes, not a misleading "no run 0"."""
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(digits_run.folder), "--resume", run_id, "--db", str(db), "-q")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--resume" in proc.stderr and f"no run {run_id}" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not db.exists()  # refused before anything was stored
+
+
+def test_resume_uses_and_checks_the_run_folder_given(digits_run: DigitsRun, make_device: MakeDevice,
+                                                     tmp_path: Path) -> None:
+    """A run folder named with --resume replaces the stored one: another run's folder is refused, the same files
+    at another path are used (the stored folder is gone, so nothing else could be)."""
+    original = copy_run(digits_run.folder, tmp_path / "run")
+    device = make_device("moved", start=False)
+    _, db = failed_run(original, device, tmp_path)
+    other = copy_run(original, tmp_path / "other-run")
+    change_variant(other, SECOND)
+    moved = copy_run(original, tmp_path / "moved-run")
+    shutil.rmtree(original)
+    device.start()
+    before = result_rows(db)
+    proc = run_cli(tmp_path, "bench", str(other), "--resume", "1", "--db", str(db), "--variants", TWO, "-q")
+    assert_refused_resume(proc, SECOND)
+    assert result_rows(db) == before
+
+    proc = run_cli(tmp_path, "bench", str(moved), "--resume", "1", "--db", str(db), "--variants", TWO, "-q")
+    assert [outcome(r) for r in rows(db, 1)] == ["ok / None: None"] * 2
+    assert {r["device"] for r in rows(db, 1)} == {"moved"}
+    assert proc.returncode == 0, proc.stderr
+
+
+#: Found while writing these tests; see the test's docstring.
+RESUME_VARIANTS_BUG = ("fleet.bench on --resume takes every ok variant of the manifest unless --variants is given "
+                       "again: the run's own --variants selection is not stored (create_run keeps only jobs)")
+
+
+@pytest.mark.xfail(strict=True, reason=RESUME_VARIANTS_BUG)
+def test_resume_keeps_the_runs_variant_selection(digits_run: DigitsRun, tmp_path: Path) -> None:
+    """A run benched with ``--variants`` and resumed the way the Ctrl-C message says (``--resume N``) finishes that
+    run's pairs; it must not add the variants the user left out, nor change what the run was."""
+    db = tmp_path / "store.db"
+    first = run_cli(tmp_path, "bench", str(digits_run.folder), "--device", "local", "--db", str(db), "--variants",
+                    SECOND, "-q")
+    assert first.returncode == 0, first.stderr
+    proc = run_cli(tmp_path, "bench", "--resume", "1", "--db", str(db), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["device"], r["variant"]) for r in rows(db, 1)] == [("local", SECOND)]
+    assert "run 1: 1 ok, 0 error, 0 failed" in proc.stdout
+
+
+# -- 5. reasons that do not mislead -----------------------------------------------------------------------------
+
+@pytest.fixture
+def agents_reaped() -> Iterator[Reaper]:
+    """Devices whose agents the test may leave behind on purpose (a device killed mid-run cannot stop its agent):
+    those agents are killed at the end, pass or fail."""
+    watched: List[SshdDevice] = []
+    yield watched.append
+    for device in watched:
+        kill_agents(device.workdir)
+
+
+def test_device_killed_mid_run_is_connection_lost(digits_run: DigitsRun, make_device: MakeDevice,
+                                                  agents_reaped: Reaper, tmp_path: Path) -> None:
+    """sshd killed while the agent measures: that pair is ``failed / connection-lost`` (not ``invalid`` output), the
+    next one ``failed`` for the connection, and bench exits 1 soon after."""
+    folder, _ = digits_run
+    victim = make_device("victim")
+    agents_reaped(victim)
+    profile = tmp_path / "victim.toml"
+    profile.write_text(victim.profile_toml(runs=5, warmup=1, min_seconds=60, command_timeout=90,
+                                           connect_timeout=3))
+    db = tmp_path / "store.db"
+    proc = start_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants", TWO,
+                     "-q")
+    wait_until(lambda: bool(agent_pids(victim.workdir)), 120, "the agent to run on the victim", proc)
+    victim.stop()
+    _, err = proc.communicate(timeout=60)
+    stored = by_pair(rows(db))
+    lost, after = stored[("victim", FIRST)], stored[("victim", SECOND)]
+    assert (lost["status"], lost["error_kind"]) == ("failed", "connection-lost"), outcome(lost)
+    assert "connection lost" in lost["error_message"], outcome(lost)
+    assert after["status"] == "failed" and after["error_kind"] in ("connection", "connection-lost"), outcome(after)
+    assert proc.returncode == 1, err
+
+
+def test_agent_flooding_stderr_is_still_measured(digits_run: DigitsRun, make_device: MakeDevice,
+                                                 tmp_path: Path) -> None:
+    """50 MB on stderr before a valid result (a chatty runtime, a warning loop) costs nothing: the pair is ok."""
+    folder, _ = digits_run
+    noisy = agent_wrapper(tmp_path / "python-noisy", """\
+        chunk = b"runtime warning: something noisy happened\\n" * 24000  # ~1 MB
+        for _ in range(50):
+            sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        os.execv(REAL, [REAL] + sys.argv[1:])
+        """)
+    device = make_device("noisy", python=str(noisy))
+    profile = tmp_path / "noisy.toml"
+    profile.write_text(device.profile_toml(runs=5, warmup=1))
+    db = tmp_path / "store.db"
+    proc = run_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants", SECOND,
+                   "-q")
+    [row] = rows(db)
+    assert outcome(row) == "ok / None: None"
+    assert proc.returncode == 0, proc.stderr
+
+
+#: A device that never had the files: uploads are hashed on it first, with the missing ``python``.
+FRESH_DEVICE_BUG = ("deploy.RemoteDevice._upload_all hashes uploads with connection.remote_sha256(self.python), "
+                    "whose exit 127 becomes DeviceError('hashing files ... failed'), stored as failed / deploy")
+
+
+@pytest.mark.parametrize("cached", [
+    pytest.param(False, id="fresh-device", marks=pytest.mark.xfail(strict=True, reason=FRESH_DEVICE_BUG)),
+    pytest.param(True, id="files-already-there"),
+])
+def test_missing_python_is_named(digits_run: DigitsRun, make_device: MakeDevice, tmp_path: Path,
+                                 cached: bool) -> None:
+    """A profile whose ``python`` does not exist on the device: ``failed / python-missing`` naming the interpreter,
+    not an ``invalid`` reply nor an upload problem; whether or not the files still have to be sent (uploads are
+    hashed on the device with that same ``python``)."""
+    folder, _ = digits_run
+    missing = "/nonexistent/python3"
+    device = make_device("no-python")
+    profile = tmp_path / "no-python.toml"
+    db = tmp_path / "store.db"
+    if cached:  # the same device and work dir once worked, with a Python that exists
+        profile.write_text(device.profile_toml(runs=5, warmup=1))
+        first = run_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants",
+                        TWO, "-q")
+        assert first.returncode == 0, first.stderr
+    profile.write_text(device.profile_toml(python=missing))
+    proc = run_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants", TWO,
+                   "-q")
+    latest = max(r["run_id"] for r in rows(db))
+    stored = by_pair(rows(db, latest))
+    for name in (FIRST, SECOND):
+        row = stored[("no-python", name)]
+        assert (row["status"], row["error_kind"]) == ("failed", "python-missing"), outcome(row)
+        assert missing in row["error_message"], outcome(row)
+    assert proc.returncode == 1, proc.stderr
+
+
+SUMMARY = re.compile(r"^run (\d+): (.*) \(stored in ", re.MULTILINE)
+
+
+def summary_counts(stdout: str) -> Tuple[int, Dict[str, int]]:
+    """``run N: 2 ok, 0 error, 2 failed (stored in ...)`` -> (N, counts without the zeros)."""
+    match = SUMMARY.search(stdout)
+    assert match, stdout
+    counts = {}
+    for part in match.group(2).split(", "):
+        number, status = part.split(" ", 1)
+        if int(number):
+            counts[status] = int(number)
+    return int(match.group(1)), counts
+
+
+def test_ctrl_c_summary_matches_the_store_and_stops_the_agent(digits_run: DigitsRun, make_device: MakeDevice,
+                                                              agents_reaped: Reaper, tmp_path: Path) -> None:
+    """SIGINT while one device's agent measures and another device is done: exit 130, the summary's counts are what
+    the store holds for the run (pairs never stored count as not-measured), and the agent is gone from the device."""
+    folder, _ = digits_run
+    quick, busy = make_device("quick"), make_device("busy")
+    agents_reaped(busy)
+    fleet = write_mixed_fleet(tmp_path / "fleet.toml", [(quick, {}), (busy, {"min_seconds": 60,
+                                                                             "command_timeout": 90})])
+    db = tmp_path / "store.db"
+    proc = start_cli(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", TWO,
+                     "-q")
+    wait_until(lambda: bool(agent_pids(busy.workdir)) and db.exists() and
+               sum(r["device"] == "quick" and r["status"] == "ok" for r in rows(db)) == 2,
+               180, "quick to finish while busy measures", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    try:
+        wait_until(lambda: not agent_pids(busy.workdir), 5, "the interrupted agent to be gone")
+    except AssertionError:
+        pytest.fail(f"bench exited but left its agent running on the device: pids {agent_pids(busy.workdir)}")
+    run_id, shown = summary_counts(out)
+    stored = rows(db, run_id)
+    truth = collections.Counter(r["status"] for r in stored)
+    if len(stored) < 4:
+        truth["not-measured"] = 4 - len(stored)
+    assert shown == dict(truth), (out, [outcome(r) for r in stored])
+    assert truth["ok"] == 2
+    interrupted = by_pair(stored).get(("busy", FIRST))
+    assert interrupted is not None and (interrupted["status"], interrupted["error_kind"]) == (
+        "failed", "interrupted"), [outcome(r) for r in stored]
+
+
+# -- 6. paramiko's own reports stay off the terminal ------------------------------------------------------------
+
+def test_ssh_library_tracebacks_stay_off_the_terminal(digits_run: DigitsRun, make_device: MakeDevice,
+                                                      tmp_path: Path) -> None:
+    """Servers that hang up, answer HTTP, or send a banner and then garbage: each pair is ``failed`` with a one-line
+    reason, stderr has none of paramiko's tracebacks, and paramiko's log is in ~/.cache/edgeprune/ssh.log."""
+    folder, _ = digits_run
+    home = tmp_path / "home"
+    with contextlib.ExitStack() as stack:
+        entries = []
+        for mode in FAKE_SSH_MODES:
+            device = make_device(f"fake-{mode}", start=False, trust=False)
+            device.port = stack.enter_context(fake_ssh_server(mode))
+            entries.append((device, {"connect_timeout": 5}))
+        fleet = write_mixed_fleet(tmp_path / "fleet.toml", entries)
+        db = tmp_path / "store.db"
+        proc = run_cli(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants",
+                       SECOND, "-q", env=client_env(home))
+    stored = by_pair(rows(db))
+    for mode in FAKE_SSH_MODES:
+        row = stored[(f"fake-{mode}", SECOND)]
+        assert row["status"] == "failed", outcome(row)
+        assert row["error_message"] and "\n" not in row["error_message"], outcome(row)
+        assert "127.0.0.1" in row["error_message"], outcome(row)
+    for needle in ("Traceback", "Exception (client)", "paramiko"):
+        assert needle.lower() not in proc.stderr.lower(), proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    log = home / ".cache" / "edgeprune" / "ssh.log"
+    assert log.is_file(), sorted(str(p) for p in home.rglob("*"))
+    assert "banner" in log.read_text().lower(), log.read_text()[-2000:]
+
