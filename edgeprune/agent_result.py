@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .ssh import MAX_OUTPUT_BYTES, CommandResult
+from .errors import PythonMissingError
+from .ssh import MAX_OUTPUT_BYTES, CommandResult, missing_python_message
 
 AGENT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "agent-result.schema.json"
 
@@ -29,7 +30,7 @@ AGENT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "agent-result.s
 TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 CONNECTION_LOST = "connection-lost"
-PYTHON_MISSING = "python-missing"
+PYTHON_MISSING = PythonMissingError.kind
 INVALID_OUTPUT = "invalid-output"
 INCONSISTENT = "inconsistent"
 SHA256_MISMATCH = "sha256-mismatch"
@@ -120,7 +121,7 @@ def _too_deep_or_large(value: Any, depth: int = 0) -> Optional[str]:
     return None
 
 
-def _failed_transport(result: CommandResult, text: str, stderr: str) -> Optional[AgentOutcome]:
+def _failed_transport(result: CommandResult, text: str, python: str) -> Optional[AgentOutcome]:
     """Outcomes decided by how the command ended rather than by what it printed."""
     if result.interrupted:
         return AgentOutcome("failed", error_kind=INTERRUPTED, message="interrupted (Ctrl-C); the agent was stopped",
@@ -134,16 +135,12 @@ def _failed_transport(result: CommandResult, text: str, stderr: str) -> Optional
                             message="connection lost while the agent ran (device rebooted, powered off or "
                                     "unreachable)", raw=text[-EXCERPT:])
     if result.exit_status in (126, 127) and not text.strip():
-        reason = "not found" if result.exit_status == 127 else "not executable"
-        tail = stderr.strip().splitlines()[-1][:200] if stderr.strip() else ""
-        return AgentOutcome("failed", error_kind=PYTHON_MISSING,
-                            message=f"the device's Python interpreter is {reason} (exit {result.exit_status}"
-                                    f"{': ' + tail if tail else ''}); set `python` in the profile to one that "
-                                    f"exists", raw=None)
+        return AgentOutcome("failed", error_kind=PYTHON_MISSING, message=missing_python_message(python, result))
     return None
 
 
-def judge(result: CommandResult, token: Optional[str] = None, expected: Optional[Expected] = None) -> AgentOutcome:
+def judge(result: CommandResult, token: Optional[str] = None, expected: Optional[Expected] = None,
+          python: str = "python3") -> AgentOutcome:
     """Turn the agent's raw output into an outcome; nothing in an invalid document is trusted.
 
     ``token`` is the --frame token the agent was given (None: stdout is the bare document, as when the agent is
@@ -151,7 +148,7 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
     """
     text = result.stdout.decode("utf-8", "replace")
     stderr = result.stderr.decode("utf-8", "replace")
-    transport = _failed_transport(result, text, stderr)
+    transport = _failed_transport(result, text, python)
     if transport is not None:
         return transport
     if result.truncated:

@@ -190,11 +190,12 @@ class LocalDevice(Device):
     def run_agent(self, model: str, eval_file: str, stop: Any = None,
                   expected: Optional[Expected] = None) -> AgentOutcome:
         token = new_token()
-        return judge(self._run(agent_argv(self.python, self.profile, model, eval_file, token), stop), token, expected)
+        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token), stop)
+        return judge(result, token, expected, python=self.python)
 
     def probe(self) -> AgentOutcome:
         token = new_token()
-        return judge(self._run([self.python, "-m", "device_agent", "probe", "--frame", token]), token)
+        return judge(self._run([self.python, "-m", "device_agent", "probe", "--frame", token]), token, python=self.python)
 
 
 class RemoteDevice(Device):
@@ -371,7 +372,7 @@ class RemoteDevice(Device):
     def _run_framed(self, argv: List[str], token: str, stop: Any, expected: Optional[Expected]) -> AgentOutcome:
         """Run the agent, judge its output, and make sure it is not left running when it did not finish."""
         result = self.connection.run(argv, cwd=self.agent_root, stop=stop, report_pid=True)
-        outcome = judge(result, token, expected)
+        outcome = judge(result, token, expected, python=self.python)
         if result.connection_lost and result.pid is not None:
             # The link may be back (a flaky Wi-Fi): try once on a new connection, so the agent does not go on
             # measuring beside the next one. A device that is really gone refuses quickly (connect_timeout).

@@ -8,6 +8,8 @@
      ├── ConversionError      one TFLite variant failed to convert (recorded, not fatal)
      ├── ManifestError        a manifest that is missing or does not match its schema
      ├── DeviceError          a device that cannot be reached or measured
+     │    ├── HostKeyError      its host key is unknown (and not accepted) or changed
+     │    └── PythonMissingError  its `python` does not exist or cannot run
      └── StoreError           a database that cannot be opened, is too new, or lacks a run
 
 Everything else is a bug and shows a traceback with ``--debug``.
@@ -48,7 +50,21 @@ class ManifestError(EdgepruneError):
 
 
 class DeviceError(EdgepruneError):
-    """A device that cannot be reached or measured."""
+    """A device that cannot be reached or measured. ``kind`` is the error kind its stored results get."""
+
+    kind = "connection"
+
+
+class HostKeyError(DeviceError):
+    """The device's host key is unknown (and not accepted) or has changed."""
+
+    kind = "host-key"
+
+
+class PythonMissingError(DeviceError):
+    """The profile's ``python`` does not exist on the device (exit 127) or cannot be executed (126)."""
+
+    kind = "python-missing"
 
 
 class StoreError(EdgepruneError):

@@ -23,8 +23,7 @@ from . import manifest as manifest_io
 from .agent_result import INTERRUPTED, TIMEOUT, AgentOutcome, Expected
 from .deploy import FileSpec, TransferStats, open_device, sha256_file
 from .devices import DeviceProfile
-from .errors import ConfigError, DeviceError, StoreError
-from .ssh import HostKeyError
+from .errors import ConfigError, DeviceError, HostKeyError, PythonMissingError, StoreError
 from .store import Store
 
 #: Seconds Ctrl-C waits for the workers to stop their agents and return before giving up on them.
@@ -281,7 +280,8 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
                 if halt.is_set():
                     kind, reason = halt.reason()
                 else:
-                    kind, reason = ("host-key" if isinstance(exc, HostKeyError) else "deploy"), str(exc)
+                    named = isinstance(exc, (HostKeyError, PythonMissingError))
+                    kind, reason = (exc.kind if named else "deploy"), str(exc)
                 fail_rest(reason, kind)
                 return summary
             for name in variants:
@@ -295,7 +295,7 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
                                                stop=halt, expected=inputs.expected[name])
                     values = result_values(outcome, inputs.host_predictions.get(name))
                 except DeviceError as exc:
-                    fail_rest(str(exc), "connection")
+                    fail_rest(str(exc), exc.kind)
                     return summary
                 except Exception as exc:  # a reply that breaks the host's code costs this pair only
                     outcome = AgentOutcome("invalid", error_kind="internal",
@@ -310,7 +310,7 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
             summary.transfer = getattr(device, "stats", TransferStats())
         progress.device_state(profile.name, "done", done, total)
     except DeviceError as exc:
-        kind = "host-key" if isinstance(exc, HostKeyError) else "connection"
+        kind = exc.kind
         fail_rest(str(exc), halt.reason()[0] if halt.is_set() else kind)
     except Exception as exc:  # one device's bug must not stop the fleet: record it
         fail_rest(f"internal error: {type(exc).__name__}: {exc}", "internal")
@@ -399,15 +399,19 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
             manifest = manifest_io.read(folder)
             known, done = set(), set()
         names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+        if resume is not None:  # the run is what it was: its own selection of variants, or a part of it
+            chosen = json.loads(store.run(resume)["options_json"] or "{}").get("variants")
+            names = [n for n in names if chosen is None or n in chosen]
         if variants:
             missing = [v for v in variants if v not in names]
             if missing:
-                raise ConfigError(f"variant {missing[0]!r} is not in {folder} (have: {', '.join(names)})")
+                where = f"run {resume}" if resume is not None else str(folder)
+                raise ConfigError(f"variant {missing[0]!r} is not in {where} (have: {', '.join(names)})")
             names = [n for n in names if n in variants]
         inputs = _run_inputs(folder, manifest, names)
         local_bad = _local_mismatches(inputs)
         if resume is None:
-            run_id = store.create_run(str(folder.resolve()), manifest, {"jobs": jobs})
+            run_id = store.create_run(str(folder.resolve()), manifest, {"jobs": jobs, "variants": names})
         for device in devices:
             if device.name not in known:
                 store.add_device(run_id, device.name, device.kind, device.address, device.tags, device.to_dict())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
-from .errors import DeviceError
+from .errors import DeviceError, HostKeyError, PythonMissingError
 
 #: A device's output beyond this is cut (a hostile or broken agent must not exhaust the host's memory).
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
@@ -66,10 +66,6 @@ _STOP_GROUP = (
 )
 
 
-class HostKeyError(DeviceError):
-    """The device's host key is unknown (and not accepted) or has changed."""
-
-
 @dataclass
 class SSHTarget:
     """Where and how to connect; resolved from a profile (and ~/.ssh/config) before any network I/O."""
@@ -88,6 +84,15 @@ class SSHTarget:
     def known_hosts_name(self) -> str:
         """How OpenSSH names this host in known_hosts."""
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+def missing_python_message(python: str, result: "CommandResult") -> str:
+    """Why a command that starts with the device's Python ended in exit 126/127, in one line."""
+    reason = "not found" if result.exit_status == 127 else "not executable"
+    tail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    detail = f": {tail[-1][:200]}" if tail else ""
+    return (f"the device's Python interpreter {python!r} is {reason} (exit {result.exit_status}{detail}); set "
+            f"`python` in the profile to one that exists")
 
 
 def quote_command(argv: Sequence[str]) -> str:
@@ -343,6 +348,8 @@ class Connection:
         if result.timed_out or result.connection_lost:
             raise DeviceError(f"hashing files on {self.target.host} did not finish "
                               f"({'timed out' if result.timed_out else 'connection lost'})")
+        if result.exit_status in (126, 127) and not result.stdout.strip():
+            raise PythonMissingError(missing_python_message(python, result))
         if result.exit_status != 0:
             raise DeviceError(f"hashing files on {self.target.host} failed: {result.stderr_tail()}")
         hashes: Dict[str, Optional[str]] = {}

@@ -301,11 +301,8 @@ def test_resume_uses_and_checks_the_run_folder_given(digits_run: DigitsRun, make
 
 
 #: Found while writing these tests; see the test's docstring.
-RESUME_VARIANTS_BUG = ("fleet.bench on --resume takes every ok variant of the manifest unless --variants is given "
-                       "again: the run's own --variants selection is not stored (create_run keeps only jobs)")
 
 
-@pytest.mark.xfail(strict=True, reason=RESUME_VARIANTS_BUG)
 def test_resume_keeps_the_runs_variant_selection(digits_run: DigitsRun, tmp_path: Path) -> None:
     """A run benched with ``--variants`` and resumed the way the Ctrl-C message says (``--resume N``) finishes that
     run's pairs; it must not add the variants the user left out, nor change what the run was."""
@@ -378,12 +375,10 @@ def test_agent_flooding_stderr_is_still_measured(digits_run: DigitsRun, make_dev
 
 
 #: A device that never had the files: uploads are hashed on it first, with the missing ``python``.
-FRESH_DEVICE_BUG = ("deploy.RemoteDevice._upload_all hashes uploads with connection.remote_sha256(self.python), "
-                    "whose exit 127 becomes DeviceError('hashing files ... failed'), stored as failed / deploy")
 
 
 @pytest.mark.parametrize("cached", [
-    pytest.param(False, id="fresh-device", marks=pytest.mark.xfail(strict=True, reason=FRESH_DEVICE_BUG)),
+    pytest.param(False, id="fresh-device"),
     pytest.param(True, id="files-already-there"),
 ])
 def test_missing_python_is_named(digits_run: DigitsRun, make_device: MakeDevice, tmp_path: Path,
