@@ -8,8 +8,8 @@ from typing import Optional
 def run_folder(given: Optional[str], work: Path) -> Path:
     if given:
         return Path(given)
-    from edgeprune.config import OptimizeConfig
-    from edgeprune.pipeline import optimize
+    from edgeprune.optimize.config import OptimizeConfig
+    from edgeprune.optimize.pipeline import optimize
 
     folder = work / "run"
     optimize(OptimizeConfig(out=str(folder)))

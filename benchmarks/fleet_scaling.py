@@ -30,8 +30,8 @@ from sshlab import ClientKeys, SshdDevice, stop_all  # noqa: E402
 
 import edgeprune  # noqa: E402,F401
 from _runfolder import run_folder  # noqa: E402
-from edgeprune.devices import load_profile  # noqa: E402
-from edgeprune.fleet import bench  # noqa: E402
+from edgeprune.devices.profiles import load_profile  # noqa: E402
+from edgeprune.devices.fleet import bench  # noqa: E402
 
 
 def main() -> int:

@@ -27,8 +27,8 @@ from lab_devices import start_lab  # noqa: E402
 
 import edgeprune  # noqa: E402,F401
 from _runfolder import run_folder  # noqa: E402
-from edgeprune.devices import load_fleet  # noqa: E402
-from edgeprune.fleet import bench  # noqa: E402
+from edgeprune.devices.profiles import load_fleet  # noqa: E402
+from edgeprune.devices.fleet import bench  # noqa: E402
 
 
 def main() -> int:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import edgeprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from edgeprune.config import OptimizeConfig, PruneConfig
+from edgeprune.optimize.config import OptimizeConfig, PruneConfig
 from edgeprune.errors import EdgepruneError
-from edgeprune.pipeline import optimize
+from edgeprune.optimize.pipeline import optimize
 
 RECIPES = {
     "edgeprune defaults (4x1 blocks)": PruneConfig(),

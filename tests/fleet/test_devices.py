@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.devices import PROFILES_DIR, load_fleet, load_profile
+from edgeprune.devices.profiles import PROFILES_DIR, load_fleet, load_profile
 from edgeprune.errors import ConfigError
-from edgeprune.ssh import quote_command
+from edgeprune.devices.ssh import quote_command
 
 
 @pytest.mark.parametrize("name", ["local", "raspberry-pi-4", "raspberry-pi-5", "coral-dev-board"])

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from edgeprune.devices import load_fleet, load_profile
+from edgeprune.devices.profiles import load_fleet, load_profile
 from edgeprune.errors import ConfigError
 
 #: (TOML line, what the one-line error must say). Every value here was accepted before these checks.

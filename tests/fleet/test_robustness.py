@@ -145,9 +145,9 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=json_values, exit_status=st.integers(-1, 255))
 def test_random_agent_output_never_crashes_the_judge(doc, exit_status):
-    from edgeprune.deploy import judge
-    from edgeprune.fleet import result_values
-    from edgeprune.ssh import CommandResult
+    from edgeprune.devices.deploy import judge
+    from edgeprune.devices.fleet import result_values
+    from edgeprune.devices.ssh import CommandResult
 
     text = json.dumps(doc, allow_nan=True).encode()
     outcome = judge(CommandResult(exit_status, text, b""))
@@ -161,8 +161,8 @@ def test_random_agent_output_never_crashes_the_judge(doc, exit_status):
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_from_an_agent_are_invalid(raw):
-    from edgeprune.deploy import judge
-    from edgeprune.ssh import CommandResult
+    from edgeprune.devices.deploy import judge
+    from edgeprune.devices.ssh import CommandResult
 
     assert judge(CommandResult(0, raw, b"")).status in ("invalid", "ok", "error")
 
@@ -184,7 +184,7 @@ def _toml(values: dict) -> str:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries=st.lists(profile_dicts, min_size=0, max_size=4))
 def test_random_fleet_files_load_or_fail_with_config_error(entries, tmp_path):
-    from edgeprune.devices import NAME_RE, load_fleet
+    from edgeprune.devices.profiles import NAME_RE, load_fleet
     from edgeprune.errors import ConfigError
 
     fleet = tmp_path / "fleet.toml"

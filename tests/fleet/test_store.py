@@ -8,7 +8,7 @@ import pytest
 
 from edgeprune import store as store_module
 from edgeprune.errors import StoreError
-from edgeprune.store import SCHEMA_VERSION, Store
+from edgeprune.results.store import SCHEMA_VERSION, Store
 
 MANIFEST = {
     "baseline": {"source": "built-in"},

@@ -19,7 +19,7 @@ from typing import Iterator, List
 import pytest
 
 from edgeprune.errors import StoreError
-from edgeprune.store import Store
+from edgeprune.results.store import Store
 from test_store import MANIFEST
 
 #: Holds an exclusive lock on argv[1] for argv[3] seconds, then commits; "wal" first switches the file to WAL.

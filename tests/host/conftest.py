@@ -63,7 +63,7 @@ def assert_one_line_error() -> Callable[[subprocess.CompletedProcess], str]:
 @pytest.fixture(scope="session")
 def small_digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's data file: a slice of scikit-learn digits, NHWC float32 in [0, 1], int64 labels."""
-    from edgeprune.data import load_digits_dataset
+    from edgeprune.optimize.data import load_digits_dataset
 
     data = load_digits_dataset(seed=0)
     path = tmp_path_factory.mktemp("data") / "digits-small.npz"

@@ -18,7 +18,7 @@ HELP_SECONDS = 3.0
 
 
 def test_cli_module_does_not_import_tensorflow():
-    code = "import edgeprune.cli, sys; print('tensorflow' in sys.modules, 'tf_keras' in sys.modules)"
+    code = "import edgeprune.cli.commands, sys; print('tensorflow' in sys.modules, 'tf_keras' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]

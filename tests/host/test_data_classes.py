@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.data import load_npz_dataset
+from edgeprune.optimize.data import load_npz_dataset
 from edgeprune.errors import DataError
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.config import VARIANTS, OptimizeConfig
-from edgeprune.manifest import schema_path, validate
+from edgeprune.optimize.config import VARIANTS, OptimizeConfig
+from edgeprune.results.manifest import schema_path, validate
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""edgeprune.prune.prune with real tfmot on a tiny Dense model: it prunes, and it leaves the baseline alone."""
+"""edgeprune.optimize.prune.prune with real tfmot on a tiny Dense model: it prunes, and it leaves the baseline alone."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import edgeprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from edgeprune.config import PruneConfig
-from edgeprune.data import Dataset
+from edgeprune.optimize.config import PruneConfig
+from edgeprune.optimize.data import Dataset
 from edgeprune.errors import PruningError
 
 FINAL_SPARSITY = 0.8
@@ -36,7 +36,7 @@ def tiny_model():
 @pytest.fixture(scope="module")
 def pruned_tiny(tiny_data):
     """Prune once for the whole module: the baseline, a copy of its weights taken before, and the result."""
-    from edgeprune.prune import prune
+    from edgeprune.optimize.prune import prune
 
     baseline = tiny_model()
     before = [w.copy() for w in baseline.get_weights()]
@@ -100,7 +100,7 @@ def test_pruned_model_is_a_different_model(pruned_tiny):
 
 def test_too_short_fine_tune_raises_before_training(tiny_data):
     """192 samples / 32 = 6 steps per epoch: frequency 100 can never fire; refused, baseline untouched."""
-    from edgeprune.prune import prune
+    from edgeprune.optimize.prune import prune
 
     baseline = tiny_model()
     before = [w.copy() for w in baseline.get_weights()]

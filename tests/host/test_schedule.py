@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeprune.config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
+from edgeprune.optimize.config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
 from edgeprune.errors import ConfigError, PruningError
-from edgeprune.prune import derive_schedule
+from edgeprune.optimize.prune import derive_schedule
 
 DIGITS_TRAIN = 1347  # scikit-learn digits, 75 % training split
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from edgeprune.config import VARIANTS
-from edgeprune.manifest import validate
+from edgeprune.optimize.config import VARIANTS
+from edgeprune.results.manifest import validate
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from rich.text import Text
 
 import edgeprune as edgeprune_api
 from edgeprune import plots
-from edgeprune.display import FleetDisplay, RichProgress, variants_table
-from edgeprune.store import Store
+from edgeprune.cli.display import FleetDisplay, RichProgress, variants_table
+from edgeprune.results.store import Store
 from edgeprune.text import clean, for_csv, for_html, for_markdown, for_matplotlib, for_rich
 
 MARKUP = "[/] [link=http://evil]x[/link] [bold red]boom[/]"

@@ -17,7 +17,7 @@ from conftest import edgeprune, latest_run_id
 
 import edgeprune as edgeprune_api
 from edgeprune import plots
-from edgeprune.report_compare import compare_runs
+from edgeprune.report.compare import compare_runs
 
 pytestmark = pytest.mark.slow
 DEVICES = {"local", "ssh-up", "ssh-down"}
@@ -180,7 +180,7 @@ def test_html_report_in_headless_chromium(bench_db, tmp_path):
 
 def test_every_kind_of_missing_figure_shows_its_reason(bench_db, tmp_path):
     """A variant that did not convert, an error the agent reported, a pair never measured: each row says why."""
-    from edgeprune.store import Store
+    from edgeprune.results.store import Store
 
     manifest = json.loads(json.dumps(bench_db.manifest))
     broken = next(v for v in manifest["variants"] if v["name"] == "pruned-float16")

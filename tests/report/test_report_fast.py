@@ -11,7 +11,7 @@ import pytest
 from conftest import edgeprune
 
 from edgeprune import stats
-from edgeprune.store import Store
+from edgeprune.results.store import Store
 
 
 def test_bootstrap_interval_holds_the_median_and_narrows_with_more_samples():
@@ -84,7 +84,7 @@ def test_runs_on_an_empty_database_says_so(bad_dbs):
 
 
 def test_cli_module_imports_neither_pandas_nor_matplotlib():
-    code = "import edgeprune.cli, sys; print(*(m in sys.modules for m in ('pandas', 'matplotlib', 'tensorflow')))"
+    code = "import edgeprune.cli.commands, sys; print(*(m in sys.modules for m in ('pandas', 'matplotlib', 'tensorflow')))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "False"]

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from .text import for_matplotlib
+from ..text import for_matplotlib
 
 SIZE: Tuple[float, float] = (10.0, 5.0)  # inches
 DPI = 100

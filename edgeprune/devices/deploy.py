@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .agent_result import AgentOutcome, Expected, judge, new_token
-from .devices import DeviceProfile
-from .errors import DeviceError
+from ..results.agent_result import AgentOutcome, Expected, judge, new_token
+from .profiles import DeviceProfile
+from ..errors import DeviceError
+from ..resources import agent_dir
 from .ssh import MAX_OUTPUT_BYTES, CommandResult, Connection, SSHTarget, resolve_alias
 
-AGENT_DIR = Path(__file__).resolve().parents[1] / "device_agent"
+AGENT_DIR = agent_dir()
 UPLOAD_ATTEMPTS = 3
 #: Seconds the agent may outlive the host's command_timeout before it stops itself (when the host lost the link).
 AGENT_DEADLINE_GRACE = 30.0

@@ -21,10 +21,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .errors import PythonMissingError
-from .ssh import MAX_OUTPUT_BYTES, CommandResult, missing_python_message
+from ..errors import PythonMissingError
+from ..resources import schema_path
+from ..devices.ssh import MAX_OUTPUT_BYTES, CommandResult, missing_python_message
 
-AGENT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "agent-result.schema.json"
+AGENT_SCHEMA = schema_path("agent-result")
 
 # Host-side error kinds, beside the agent's own (runtime-missing, model-load, data-mismatch, delegate, ...).
 TIMEOUT = "timeout"

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from . import stats
-from .report import load
-from .text import for_rich
+from .table import load
+from ..text import for_rich
 
 KEEP = ("device", "variant", "status", "runtime", "runtime_version", "size_kb", "device_accuracy", "p50_us")
 

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import stats
-from .errors import ConfigError
-from .store import Store
-from .text import for_csv, for_markdown, for_markdown_code, for_rich
+from ..errors import ConfigError
+from ..results.store import Store
+from ..text import for_csv, for_markdown, for_markdown_code, for_rich
 
 BASELINE = "baseline-float32"
 FORMATS = ("csv", "md", "html", "png")
@@ -369,7 +369,7 @@ def write(report: RunReport, out: Path, formats: Sequence[str] = FORMATS) -> Lis
         pngs = write_plots(report.frame, out)
         written += list(pngs.values()) if "png" in formats else []
     if "html" in formats:
-        from .report_html import html
+        from .html import html
 
         (out / "report.html").write_text(html(report, pngs), encoding="utf-8")
         written.append(out / "report.html")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .agent_result import Expected
+from ..results.agent_result import Expected
 from .deploy import FileSpec, open_device, sha256_file
-from .devices import DeviceProfile
-from .errors import EdgepruneError
+from .profiles import DeviceProfile
+from ..errors import EdgepruneError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CHECK_MODEL = ASSETS / "check.tflite"
@@ -62,7 +62,7 @@ def check_table(reports: List[Dict[str, Any]]) -> Any:
     """One row per device: what it has, and what the tiny model measured or why it could not."""
     from rich.table import Table
 
-    from .text import for_rich
+    from ..text import for_rich
 
     table = Table(title="edgeprune devices check")
     for column in ("device", "status", "python", "numpy", "runtimes", "machine / model", "tiny model", "missing"):

@@ -5,15 +5,16 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
-from .errors import ManifestError
+from .. import resources
+from ..errors import ManifestError
 
 SCHEMA_VERSION = 1
 FILENAME = "manifest.json"
 
 
 def schema_path() -> Path:
-    """The schema lives in the repository's ``schemas/`` folder, one per boundary."""
-    return Path(__file__).resolve().parents[1] / "schemas" / "manifest.schema.json"
+    """The schema ships with the package (``schemas/`` in the repository), one per boundary."""
+    return resources.schema_path("manifest")
 
 
 def load_schema() -> Dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional
 
-from .text import clean, for_rich
+from ..text import clean, for_rich
 
 
 def stderr_console() -> Any:

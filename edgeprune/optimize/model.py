@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 from . import _tf
 from .config import TrainConfig
 from .data import Dataset
-from .errors import ModelError
+from ..errors import ModelError
 
 EpochCallback = Callable[[int, dict], None]
 

@@ -6,8 +6,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, Dict
 
-from .report import LEGEND, RunReport, groups
-from .text import for_html
+from .table import LEGEND, RunReport, groups
+from ..text import for_html
 
 #: Figures that do not depend on the device: a failed pair still shows them, and its reason spans the rest.
 HOST_COLUMNS = ("variant", "status", "size KB", "gzip KB", "gzip ratio", "sparsity", "host acc")

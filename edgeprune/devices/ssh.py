@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
-from .errors import DeviceError, HostKeyError, PythonMissingError
+from ..errors import DeviceError, HostKeyError, PythonMissingError
 
 #: A device's output beyond this is cut (a hostile or broken agent must not exhaust the host's memory).
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024

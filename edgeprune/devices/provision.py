@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from .deploy import RemoteDevice
-from .devices import DeviceProfile
-from .errors import ConfigError, DeviceError
+from .profiles import DeviceProfile
+from ..errors import ConfigError, DeviceError
 
 
 @dataclass

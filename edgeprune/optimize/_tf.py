@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator, Optional, Tuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def load() -> Tuple[ModuleType, ModuleType]:

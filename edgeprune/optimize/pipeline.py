@@ -17,11 +17,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import __version__, manifest as manifest_io
+from .. import __version__
+from ..results import manifest as manifest_io
 from .config import OptimizeConfig
 from .convert import DESCRIPTIONS, convert_variant
 from .data import Dataset, load_digits_dataset, load_npz_dataset, write_eval_npz
-from .errors import ConfigError, EdgepruneError
+from ..errors import ConfigError, EdgepruneError
 from .evaluate import Measurement, measure
 
 EVAL_FILE = "eval.npz"

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import _tf
-from .errors import ConversionError
+from ..errors import ConversionError
 
 #: What each variant is made from and how.
 DESCRIPTIONS = {

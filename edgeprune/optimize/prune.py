@@ -17,7 +17,7 @@ import numpy as np
 from . import _tf
 from .config import PruneConfig
 from .data import Dataset
-from .errors import PruningError
+from ..errors import PruningError
 from .model import EpochCallback, compile_for_training, keras_callback
 
 #: Measured sparsity may fall this far below the target before the pruned model is refused.

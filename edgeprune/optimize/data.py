@@ -13,7 +13,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 

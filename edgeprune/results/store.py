@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
-from .errors import StoreError
+from ..errors import StoreError
 
 #: Forward-only migrations; index i upgrades user_version i to i + 1.
 MIGRATIONS: Sequence[str] = (

@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import manifest as manifest_io
-from .agent_result import INTERRUPTED, TIMEOUT, AgentOutcome, Expected
+from ..results import manifest as manifest_io
+from ..results.agent_result import INTERRUPTED, TIMEOUT, AgentOutcome, Expected
 from .deploy import FileSpec, TransferStats, open_device, sha256_file
-from .devices import DeviceProfile
-from .errors import ConfigError, DeviceError, HostKeyError, PythonMissingError, StoreError
-from .store import Store
+from .profiles import DeviceProfile
+from ..errors import ConfigError, DeviceError, HostKeyError, PythonMissingError, StoreError
+from ..results.store import Store
 
 #: Seconds Ctrl-C waits for the workers to stop their agents and return before giving up on them.
 STOP_GRACE = 20.0

@@ -13,10 +13,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import click
 
-from . import __version__
-from .config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
+from .. import __version__
+from ..optimize.config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
 from .display import FleetDisplay, RichProgress, stderr_console, stdout_console, variants_table
-from .errors import ConfigError, EdgepruneError
+from ..errors import ConfigError, EdgepruneError
 
 DEFAULT_DB = "runs/edgeprune.db"
 #: The report's files (edgeprune.report.FORMATS, repeated here so --help does not import pandas).
@@ -85,7 +85,7 @@ def _optimize_config(model_path: Optional[str], data_path: Optional[str], out: O
                      train_epochs: int, prune_epochs: int, batch_size: int, initial_sparsity: float,
                      final_sparsity: float, frequency: Optional[int], end_fraction: float, block_size: str,
                      seed: int) -> OptimizeConfig:
-    from .pipeline import default_out_dir
+    from ..optimize.pipeline import default_out_dir
 
     return OptimizeConfig(
         out=out or default_out_dir(),
@@ -107,8 +107,8 @@ def _optimize_config(model_path: Optional[str], data_path: Optional[str], out: O
 
 
 def _run_optimize(config: OptimizeConfig, quiet: bool) -> Any:
-    from ._tf import native_stderr_to
-    from .pipeline import optimize as run_optimize, prepare_output
+    from ..optimize._tf import native_stderr_to
+    from ..optimize.pipeline import optimize as run_optimize, prepare_output
 
     prepare_output(config.out_path)
     log = None if _debug() else config.out_path / "native.log"
@@ -140,7 +140,7 @@ def optimize(as_json: bool, quiet: bool, **options: Any) -> None:
 
 
 def _devices(device: Optional[str], fleet: Optional[str], tags: Optional[str]) -> List[Any]:
-    from .devices import load_fleet, load_profile
+    from ..devices.profiles import load_fleet, load_profile
 
     if device and fleet:
         raise ConfigError("give --device or --fleet, not both")
@@ -178,9 +178,9 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
     """Bench with a progress row per device, then one summary line; exits 130 when interrupted."""
     from pathlib import Path
 
-    from .fleet import bench as run_bench
-    from .ssh import route_library_logs
-    from .text import for_rich
+    from ..devices.fleet import bench as run_bench
+    from ..devices.ssh import route_library_logs
+    from ..text import for_rich
 
     route_library_logs()
     names = [d.name for d in devices] if devices else []
@@ -223,8 +223,8 @@ def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str]
     from pathlib import Path
 
     if resume is not None and not (device or fleet):
-        from .fleet import stored_devices
-        from .store import Store
+        from ..devices.fleet import stored_devices
+        from ..results.store import Store
 
         with Store.open(db, create=False) as store:  # the run's own devices, as they were stored
             devices = stored_devices(store, resume)
@@ -245,7 +245,7 @@ def _print_report(db: str, run_id: Optional[int], out: Optional[str], formats: s
     """Print the comparison table and write the chosen files; returns the RunReport."""
     from pathlib import Path
 
-    from . import report as report_mod
+    from ..report import table as report_mod
 
     chosen = report_mod.parse_formats(formats)
     report = report_mod.load(db, run_id)
@@ -273,7 +273,7 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
     started = time.perf_counter()
     devices = _devices(device, fleet, tags)  # a bad --device/--fleet fails before any training
     config = _optimize_config(**options)
-    from .report import parse_formats
+    from ..report.table import parse_formats
 
     parse_formats(formats)
     result = _run_optimize(config, quiet)
@@ -297,7 +297,7 @@ def report(run_id: Optional[int], db: str, out: Optional[str], formats: str,
            compare: Optional[tuple]) -> None:
     """Print a run's comparison table (default: the latest run) and write CSV, Markdown, HTML and PNG plots."""
     if compare:
-        from .report_compare import print_comparison
+        from ..report.compare import print_comparison
 
         print_comparison(db, compare[0], compare[1], stdout_console())
         return
@@ -311,8 +311,8 @@ def runs(db: str) -> None:
     from rich import box
     from rich.table import Table
 
-    from .report import list_runs
-    from .text import for_rich
+    from ..report.table import list_runs
+    from ..text import for_rich
 
     frame = list_runs(db)
     if frame.empty:
@@ -350,8 +350,8 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .checks import check_device
-    from .ssh import route_library_logs
+    from ..devices.checks import check_device
+    from ..devices.ssh import route_library_logs
 
     profiles = _devices(name, fleet, tags)
     route_library_logs()
@@ -360,7 +360,7 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
     if as_json:
         click.echo(json.dumps(reports, indent=2))
     else:
-        from .checks import check_table
+        from ..devices.checks import check_table
 
         stdout_console().print(check_table(reports))
     if any(r["status"] != "ok" for r in reports):
@@ -374,8 +374,8 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
 @click.option("--accept-new-host-keys", is_flag=True, help="Trust the host if not yet in known_hosts (and add it).")
 def devices_setup(name: str, base_python: Optional[str], index_url: Optional[str], accept_new_host_keys: bool) -> None:
     """Create a venv on the device and install a TFLite runtime that fits its Python."""
-    from .devices import load_profile
-    from .provision import setup
+    from ..devices.profiles import load_profile
+    from ..devices.provision import setup
 
     result = setup(load_profile(name), accept_new_host_keys, base_python, index_url)
     click.echo(f"{result.device}: Python {result.python_version}, installed {', '.join(result.packages)}")

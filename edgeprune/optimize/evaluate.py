@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 
 #: Samples per invoke when the model accepts a resized batch dimension.
 EVAL_BATCH = 256

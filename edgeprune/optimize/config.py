@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: The TFLite variants ``optimize`` can produce, in the order they are reported.
 VARIANTS: Tuple[str, ...] = (

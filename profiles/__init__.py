@@ -1,0 +1,1 @@
+"""The shipped device profiles (TOML), installed as the package edgeprune.profiles."""

@@ -1,0 +1,1 @@
+"""The JSON Schemas of the boundary documents, installed as the package edgeprune.schemas."""
