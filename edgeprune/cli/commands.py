@@ -179,13 +179,13 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
     from pathlib import Path
 
     from ..devices.fleet import bench as run_bench
-    from ..devices.ssh import route_library_logs
+    from ..devices.ssh import HostKeyPolicy, route_library_logs
     from ..text import for_rich
 
     route_library_logs()
     names = [d.name for d in devices] if devices else []
     with FleetDisplay(names, quiet) as display:
-        result = run_bench(folder, devices, Path(db), jobs=jobs, accept_new_host_keys=accept_new_host_keys,
+        result = run_bench(folder, devices, Path(db), jobs=jobs, host_keys=HostKeyPolicy.from_flag(accept_new_host_keys),
                            resume=resume, variants=variants, progress=display)
     counts = result.counts
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("ok", "error", "failed"))
@@ -351,12 +351,13 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
     from concurrent.futures import ThreadPoolExecutor
 
     from ..devices.checks import check_device
-    from ..devices.ssh import route_library_logs
+    from ..devices.ssh import HostKeyPolicy, route_library_logs
 
     profiles = _devices(name, fleet, tags)
     route_library_logs()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        reports = list(pool.map(lambda p: check_device(p, accept_new_host_keys), profiles))
+        policy = HostKeyPolicy.from_flag(accept_new_host_keys)
+        reports = list(pool.map(lambda p: check_device(p, policy), profiles))
     if as_json:
         click.echo(json.dumps(reports, indent=2))
     else:
@@ -376,8 +377,9 @@ def devices_setup(name: str, base_python: Optional[str], index_url: Optional[str
     """Create a venv on the device and install a TFLite runtime that fits its Python."""
     from ..devices.profiles import load_profile
     from ..devices.provision import setup
+    from ..devices.ssh import HostKeyPolicy
 
-    result = setup(load_profile(name), accept_new_host_keys, base_python, index_url)
+    result = setup(load_profile(name), HostKeyPolicy.from_flag(accept_new_host_keys), base_python, index_url)
     click.echo(f"{result.device}: Python {result.python_version}, installed {', '.join(result.packages)}")
     click.echo(f'set python = "{result.python}" in its profile (or fleet entry) to use it')
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..results.agent_result import Expected
-from .deploy import FileSpec, open_device, sha256_file
+from ..results.agent_result import AgentOutcome, Expected, ProbeFacts
+from .bundle import FileSpec, sha256_file
+from .kinds import open_device
+from .ssh import HostKeyPolicy
 from .profiles import DeviceProfile
 from ..errors import EdgepruneError
 
@@ -28,7 +30,7 @@ def _check_profile(profile: DeviceProfile) -> DeviceProfile:
     return replace(profile, runs=CHECK_RUNS, warmup=CHECK_WARMUP, min_seconds=0.0)
 
 
-def check_device(profile: DeviceProfile, accept_new_host_keys: bool = False) -> Dict[str, Any]:
+def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolicy.REJECT) -> Dict[str, Any]:
     """Probe the device and measure the bundled model on it; a dict for the table and ``--json``."""
     import numpy as np
 
@@ -39,7 +41,7 @@ def check_device(profile: DeviceProfile, accept_new_host_keys: bool = False) -> 
         labels = np.asarray(data["y"], dtype=np.int64)
     expected = Expected(model.sha256, CHECK_MODEL.stat().st_size, labels, None)
     try:
-        with open_device(_check_profile(profile), accept_new_host_keys) as device:
+        with open_device(_check_profile(profile), host_keys) as device:
             probe = device.probe()
             if probe.status != "ok":
                 report.update(status=probe.status, reason=f"probe: {probe.error_kind}: {probe.message}")
@@ -68,22 +70,19 @@ def check_table(reports: List[Dict[str, Any]]) -> Any:
     for column in ("device", "status", "python", "numpy", "runtimes", "machine / model", "tiny model", "missing"):
         table.add_column(column)
     for report in reports:
-        probe = report.get("probe") or {}
-        dev = probe.get("device") or {}
-        runtimes = probe.get("runtimes") or []
-        have = [f"{r.get('module')} {r.get('version')}" for r in runtimes if isinstance(r, dict) and r.get("available")]
-        check = report.get("check") or {}
-        if report["status"] == "ok":
-            timing, runtime = check.get("timing") or {}, check.get("runtime") or {}
-            measured = f"ok, p50 {timing.get('p50_us', 0):.1f} µs with {runtime.get('module')}"
+        probe = report.get("probe")
+        facts = ProbeFacts.from_document(probe or {})
+        check = AgentOutcome(report["status"], report.get("check"))
+        if check.trusted:
+            measured = f"ok, p50 {check.timing.get('p50_us', 0):.1f} µs with {check.runtime}"
             status = "ok"
         else:
             measured = report.get("reason") or ""
             status = f"[red]{for_rich(report['status'])}[/]"
-        missing = "" if have or not probe else \
+        missing = "" if facts.runtimes or not probe else \
             "a TFLite runtime: pip install ai-edge-litert (Python 3.10+) or tflite-runtime"
-        table.add_row(for_rich(report["device"]), status, for_rich((dev.get("python") or {}).get("version", "")),
-                      for_rich(dev.get("numpy") or ""), for_rich(", ".join(have) or ("none" if probe else "")),
-                      for_rich(" / ".join(str(x) for x in (dev.get("machine"), dev.get("pi_model")) if x)),
+        table.add_row(for_rich(report["device"]), status, for_rich(facts.python), for_rich(facts.numpy),
+                      for_rich(", ".join(facts.runtimes) or ("none" if probe else "")),
+                      for_rich(" / ".join(x for x in (facts.machine, facts.pi_model) if x)),
                       for_rich(measured, 400), missing)
     return table

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from ..results import manifest as manifest_io
-from ..results.agent_result import INTERRUPTED, TIMEOUT, AgentOutcome, Expected
-from .deploy import FileSpec, TransferStats, open_device, sha256_file
+from ..results.agent_result import INTERRUPTED, TIMEOUT, AgentOutcome
+from .plan import RunInputs, check_resume, local_mismatches, run_inputs, status_counts, stored_devices
+from .kinds import open_device
+from .remote import TransferStats
+from .ssh import HostKeyPolicy
 from .profiles import DeviceProfile
 from ..errors import ConfigError, DeviceError, HostKeyError, PythonMissingError, StoreError
 from ..results.store import Store
@@ -104,113 +105,6 @@ def device_deadline(profile: DeviceProfile, files: int, variants: int) -> float:
             + variants * (profile.command_timeout + 15))
 
 
-def result_values(outcome: AgentOutcome, host_predictions: Optional[np.ndarray]) -> Dict[str, Any]:
-    """The columns stored beside the agent's whole JSON (which is kept verbatim only when it was valid)."""
-    doc = outcome.document or {}
-    runtime = doc.get("runtime") or {}
-    timing = doc.get("timing") or {}
-    accuracy = doc.get("accuracy") or {}
-    device = doc.get("device") or {}
-    after = doc.get("device_after") or {}
-    memory = doc.get("memory") or {}
-    trusted = outcome.status == "ok"
-    agreement = None
-    predictions = accuracy.get("predictions")
-    if trusted and host_predictions is not None and isinstance(predictions, list) and \
-            len(predictions) == len(host_predictions):
-        agreement = float(np.mean(np.asarray(predictions) == host_predictions))
-    throttled = None
-    for facts in (device, after):
-        flags = facts.get("throttled")
-        if isinstance(flags, dict) and flags.get("value") is not None:
-            throttled = int(bool(flags.get("value")) or bool(throttled))
-    measured = (lambda value: value) if trusted else (lambda value: None)
-    return {
-        "status": outcome.status,
-        "error_kind": outcome.error_kind,
-        "error_message": outcome.message,
-        "runtime": runtime.get("module"),
-        "runtime_version": runtime.get("version"),
-        "threads": runtime.get("threads"),
-        "python_version": (device.get("python") or {}).get("version"),
-        "machine": device.get("machine"),
-        "init_ms": measured(timing.get("init_ms")),
-        "p50_us": measured(timing.get("p50_us")),
-        "p90_us": measured(timing.get("p90_us")),
-        "p99_us": measured(timing.get("p99_us")),
-        "mean_us": measured(timing.get("mean_us")),
-        "runs": measured(timing.get("runs")),
-        "accuracy": measured(accuracy.get("accuracy")),
-        "predictions_digest": measured(accuracy.get("predictions_digest")),
-        "agreement": agreement,
-        "rss_peak_kib": measured(memory.get("rss_peak_kib")),
-        "throttled": throttled,
-        "agent_json": json.dumps(doc) if outcome.document is not None else outcome.raw,
-    }
-
-
-@dataclass
-class _RunInputs:
-    """What every worker needs from the run folder, read and checked once on the host."""
-
-    folder: Path
-    manifest: Dict[str, Any]
-    eval_spec: FileSpec
-    specs: Dict[str, FileSpec]
-    expected: Dict[str, Expected]
-    host_predictions: Dict[str, np.ndarray]
-
-
-def _load_host_predictions(folder: Path, manifest: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    path = folder / manifest.get("predictions_file", "predictions.npz")
-    if not path.is_file():
-        return {}
-    with np.load(path) as npz:
-        return {key.replace("_", "-"): npz[key] for key in npz.files}
-
-
-def _eval_labels(path: Path) -> Optional[np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return np.asarray(data["y"]).astype(np.int64) if "y" in data.files else None
-    except (OSError, ValueError):
-        return None
-
-
-def _run_inputs(folder: Path, manifest: Dict[str, Any], names: Sequence[str]) -> _RunInputs:
-    dataset = manifest["dataset"]
-    eval_spec = FileSpec(folder / dataset["eval_file"], dataset["eval_sha256"], ".npz")
-    labels = _eval_labels(eval_spec.local)
-    by_name = {v["name"]: v for v in manifest["variants"]}
-    specs = {n: FileSpec(folder / by_name[n]["file"], by_name[n]["sha256"], ".tflite") for n in names}
-    expected = {n: Expected(by_name[n]["sha256"], by_name[n].get("size_bytes"), labels, dataset.get("num_classes"))
-                for n in names}
-    return _RunInputs(folder, manifest, eval_spec, specs, expected, _load_host_predictions(folder, manifest))
-
-
-def _local_mismatches(inputs: _RunInputs) -> Dict[str, str]:
-    """Variants whose file in the run folder no longer is the one the manifest describes: checked once here,
-    not discovered as an "upload mismatch" on every device. A changed eval file stops the bench."""
-    try:
-        eval_hash = sha256_file(inputs.eval_spec.local)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {inputs.eval_spec.local}: {exc.strerror or exc}") from exc
-    if eval_hash != inputs.eval_spec.sha256:
-        raise ConfigError(f"{inputs.eval_spec.local} no longer matches its manifest (sha256 {eval_hash[:12]}, "
-                          f"manifest {inputs.eval_spec.sha256[:12]}): re-run `edgeprune optimize`")
-    bad = {}
-    for name, spec in inputs.specs.items():
-        try:
-            actual = sha256_file(spec.local)
-        except OSError as exc:
-            bad[name] = f"{spec.local.name} cannot be read in the run folder: {exc.strerror or exc}"
-            continue
-        if actual != spec.sha256:
-            bad[name] = (f"{spec.local.name} in the run folder no longer matches the manifest (sha256 "
-                         f"{actual[:12]}, manifest {spec.sha256[:12]}): re-run `edgeprune optimize`")
-    return bad
-
-
 class _Recorder:
     """Stores results for one worker. A locked store is waited for (in short slices, so Ctrl-C is not held up
     by another process's lock); a result the store cannot take, or still cannot take when the bench is
@@ -247,8 +141,8 @@ class _Recorder:
         self.store.close()
 
 
-def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence[str], db_path: Path, run_id: int,
-                  accept_new: bool, stop: threading.Event, progress: FleetProgress) -> DeviceSummary:
+def _bench_device(profile: DeviceProfile, inputs: RunInputs, variants: Sequence[str], db_path: Path, run_id: int,
+                  host_keys: HostKeyPolicy, stop: threading.Event, progress: FleetProgress) -> DeviceSummary:
     summary = DeviceSummary(profile.name)
     recorder = _Recorder(db_path, run_id, profile.name, stop)
     total = len(variants)
@@ -271,7 +165,7 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
         progress.device_state(profile.name, f"failed: {reason}", done, total)
 
     try:
-        with open_device(profile, accept_new) as device:
+        with open_device(profile, host_keys) as device:
             progress.device_state(profile.name, "connecting", done, total)
             try:
                 progress.device_state(profile.name, "uploading", done, total)
@@ -293,7 +187,7 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
                 try:
                     outcome = device.run_agent(paths[inputs.specs[name].sha256], paths[inputs.eval_spec.sha256],
                                                stop=halt, expected=inputs.expected[name])
-                    values = result_values(outcome, inputs.host_predictions.get(name))
+                    values = outcome.columns(inputs.host_predictions.get(name))
                 except DeviceError as exc:
                     fail_rest(str(exc), exc.kind)
                     return summary
@@ -301,7 +195,7 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
                     outcome = AgentOutcome("invalid", error_kind="internal",
                                            message=f"the host could not process this result: {type(exc).__name__}: "
                                                    f"{str(exc)[:300]}")
-                    values = result_values(outcome, None)
+                    values = outcome.columns()
                 if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
                     values.update(error_kind=TIMEOUT, error_message=halt.reason()[1])
                 recorder.record(name, values)
@@ -320,58 +214,8 @@ def _bench_device(profile: DeviceProfile, inputs: _RunInputs, variants: Sequence
     return summary
 
 
-def _check_resume(store: Store, run_id: int, folder: Optional[Path]) -> Tuple[Path, Dict[str, Any]]:
-    """The run folder of a resumed run, refused when its files are no longer the ones that run measured."""
-    row = store.run(run_id)
-    folder = folder or Path(row["run_folder"])
-    try:
-        manifest = manifest_io.read(folder)
-    except Exception as exc:
-        raise ConfigError(f"cannot resume run {run_id}: {exc}") from exc
-    now = {v["name"]: v.get("sha256") for v in manifest["variants"] if v["status"] == "ok"}
-    for variant in store.variants(run_id):
-        if variant["status"] != "ok":
-            continue
-        if variant["name"] not in now:
-            raise ConfigError(f"cannot resume run {run_id}: {folder} has no variant {variant['name']} any more")
-        if now[variant["name"]] != variant["sha256"]:
-            raise ConfigError(
-                f"cannot resume run {run_id}: {folder} no longer holds the models it measured ({variant['name']} "
-                f"is sha256 {str(now[variant['name']])[:12]} now, {str(variant['sha256'])[:12]} then; "
-                f"re-optimized into the same folder?): start a new bench instead")
-    return folder, manifest
-
-
-def stored_devices(store: Store, run_id: int) -> List[DeviceProfile]:
-    """The devices a run was measured on, rebuilt from their stored profiles (for ``--resume`` without
-    ``--device``/``--fleet``)."""
-    store.run(run_id)  # an unknown run id is one clear line
-    profiles = []
-    for row in store.devices(run_id):
-        try:
-            values = json.loads(row["profile_json"])
-            values["tags"] = tuple(values.get("tags") or ())
-            profiles.append(DeviceProfile(**values))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"run {run_id}: the stored profile of {row['name']} is unusable ({exc}); "
-                              f"name the devices with --device/--fleet") from exc
-    if not profiles:
-        raise ConfigError(f"run {run_id} has no devices stored: name them with --device/--fleet")
-    return profiles
-
-
-def _status_counts(store: Store, run_id: int, devices: Sequence[str], names: Sequence[str]) -> Dict[str, int]:
-    counts = {"ok": 0, "error": 0, "failed": 0, "invalid": 0, "not-measured": 0}
-    stored = {(r["device"], r["variant"]): r["status"] for r in store.results(run_id)}
-    for device in devices:
-        for name in names:
-            status = stored.get((device, name), "not-measured")
-            counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
 def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
-          accept_new_host_keys: bool = False, resume: Optional[int] = None,
+          host_keys: HostKeyPolicy = HostKeyPolicy.REJECT, resume: Optional[int] = None,
           variants: Optional[Sequence[str]] = None, progress: Optional[FleetProgress] = None,
           stop: Optional[threading.Event] = None) -> BenchResult:
     """Benchmark every ok variant of ``folder`` on ``devices``; results are stored as they arrive.
@@ -388,7 +232,7 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
     store = Store.open(db_path)
     try:
         if resume is not None:
-            folder, manifest = _check_resume(store, resume, folder)
+            folder, manifest = check_resume(store, resume, folder)
             devices = list(devices) if devices else stored_devices(store, resume)
             known = {r["name"] for r in store.devices(resume)}
             run_id = resume
@@ -408,8 +252,8 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
                 where = f"run {resume}" if resume is not None else str(folder)
                 raise ConfigError(f"variant {missing[0]!r} is not in {where} (have: {', '.join(names)})")
             names = [n for n in names if n in variants]
-        inputs = _run_inputs(folder, manifest, names)
-        local_bad = _local_mismatches(inputs)
+        inputs = run_inputs(folder, manifest, names)
+        local_bad = local_mismatches(inputs)
         if resume is None:
             run_id = store.create_run(str(folder.resolve()), manifest, {"jobs": jobs, "variants": names})
         for device in devices:
@@ -427,7 +271,7 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
     summaries: List[DeviceSummary] = []
     interrupted = stragglers = False
     executor = ThreadPoolExecutor(max_workers=min(jobs, max(1, len(work))), thread_name_prefix="edgeprune-device")
-    futures = [executor.submit(_bench_device, d, inputs, todo, db_path, run_id, accept_new_host_keys, stop, progress)
+    futures = [executor.submit(_bench_device, d, inputs, todo, db_path, run_id, host_keys, stop, progress)
                for d, todo in work]
     pending = set(futures)
     try:
@@ -443,7 +287,7 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
     finally:
         executor.shutdown(wait=not stragglers, cancel_futures=True)
     with Store.open(db_path) as store:
-        counts = _status_counts(store, run_id, [d.name for d in devices], names)
+        counts = status_counts(store, run_id, [d.name for d in devices], names)
     unsaved = next((s.unsaved for s in summaries if s.unsaved), None)
     return BenchResult(run_id, sorted(summaries, key=lambda s: s.device), interrupted, counts, stragglers, unsaved)
 

@@ -81,8 +81,10 @@ class DeviceProfile:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name) or ".." in self.name:
             raise ConfigError(f"device name {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        if self.kind not in ("ssh", "local"):
-            raise ConfigError(f"device {self.name}: kind must be 'ssh' or 'local', got {self.kind!r}")
+        from .kinds import KINDS  # the registry of device kinds; imported here to keep profiles import-light
+
+        if self.kind not in KINDS:
+            raise ConfigError(f"device {self.name}: kind must be one of {', '.join(map(repr, KINDS))}, got {self.kind!r}")
         if self.kind == "ssh" and not self.host:
             raise ConfigError(f"device {self.name}: an ssh device needs a host")
         if self.runtime not in RUNTIMES:

@@ -10,7 +10,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .deploy import RemoteDevice
+from .remote import RemoteDevice
+from .ssh import HostKeyPolicy
 from .profiles import DeviceProfile
 from ..errors import ConfigError, DeviceError
 
@@ -36,11 +37,11 @@ def runtime_packages(version: Tuple[int, int], runtime: str) -> List[str]:
     return ["ai-edge-litert>=2.3,<3", "numpy"]
 
 
-def setup(profile: DeviceProfile, accept_new_host_keys: bool = False, base_python: Optional[str] = None,
+def setup(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolicy.REJECT, base_python: Optional[str] = None,
           index_url: Optional[str] = None) -> SetupResult:
     if profile.kind != "ssh":
         raise ConfigError("devices setup is for SSH devices; the local device uses edgeprune's own venv")
-    device = RemoteDevice(profile, accept_new_host_keys)
+    device = RemoteDevice(profile, host_keys)
     python = base_python or profile.python or "python3"
     venv = posixpath.join(device.workdir, "venv")
     venv_python = posixpath.join(venv, "bin", "python")

@@ -8,22 +8,34 @@ joined with ``shlex.quote``, and every step has a timeout. paramiko is imported 
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import logging
 import os
-import re
 import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence
 
 from ..errors import DeviceError, HostKeyError, PythonMissingError
+from .command import PID_MARK, CommandResult, collect, missing_python_message, quote_command
+from .sshconfig import SSHTarget
 
-#: A device's output beyond this is cut (a hostile or broken agent must not exhaust the host's memory).
-MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+
+class HostKeyPolicy(enum.Enum):
+    """What to do with a host key that is not in known_hosts (a changed key is refused under every policy).
+
+    One value chosen once, by the CLI's ``--accept-new-host-keys``, and handed down to the connection.
+    """
+
+    REJECT = "reject"
+    ACCEPT_NEW = "accept-new"  # OpenSSH's StrictHostKeyChecking=accept-new
+
+    @classmethod
+    def from_flag(cls, accept_new: bool) -> "HostKeyPolicy":
+        return cls.ACCEPT_NEW if accept_new else cls.REJECT
 
 #: Hashes remote files in one round trip; prints "<sha256> <path>" or "- <path>" per argument.
 _REMOTE_SHA256 = (
@@ -66,51 +78,12 @@ _STOP_GROUP = (
 )
 
 
-@dataclass
-class SSHTarget:
-    """Where and how to connect; resolved from a profile (and ~/.ssh/config) before any network I/O."""
-
-    host: str
-    port: int = 22
-    user: Optional[str] = None
-    key_file: Optional[str] = None
-    use_agent: bool = True
-    known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout: float = 10.0
-    command_timeout: float = 600.0
-    transfer_timeout: float = 300.0
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How OpenSSH names this host in known_hosts."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
-def missing_python_message(python: str, result: "CommandResult") -> str:
-    """Why a command that starts with the device's Python ended in exit 126/127, in one line."""
-    reason = "not found" if result.exit_status == 127 else "not executable"
-    tail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-    detail = f": {tail[-1][:200]}" if tail else ""
-    return (f"the device's Python interpreter {python!r} is {reason} (exit {result.exit_status}{detail}); set "
-            f"`python` in the profile to one that exists")
 
 
-def quote_command(argv: Sequence[str]) -> str:
-    """The only way a remote command line is built."""
-    return " ".join(shlex.quote(str(arg)) for arg in argv)
 
 
-def resolve_alias(host: str, ssh_config: Optional[str]) -> Dict[str, Any]:
-    """What ``~/.ssh/config`` says about ``host`` (HostName, Port, User, IdentityFile), via paramiko."""
-    import paramiko
-
-    path = Path(os.path.expanduser(ssh_config or "~/.ssh/config"))
-    if not path.is_file():
-        return {}
-    try:
-        return dict(paramiko.SSHConfig.from_path(str(path)).lookup(host))
-    except (OSError, ValueError) as exc:
-        raise DeviceError(f"cannot read ssh config {path}: {exc}") from exc
 
 
 class _AcceptNewPolicy:
@@ -143,9 +116,9 @@ def _fingerprint(key: Any) -> str:
 class Connection:
     """A lazily opened SSH connection; use as a context manager so it is always closed."""
 
-    def __init__(self, target: SSHTarget, accept_new_host_keys: bool = False) -> None:
+    def __init__(self, target: SSHTarget, host_keys: HostKeyPolicy = HostKeyPolicy.REJECT) -> None:
         self.target = target
-        self.accept_new = accept_new_host_keys
+        self.host_keys = host_keys
         self._client: Any = None
         self._sftp: Any = None
         self._home: Optional[str] = None
@@ -170,7 +143,8 @@ class Connection:
             except (OSError, paramiko.SSHException) as exc:
                 raise DeviceError(f"cannot read known_hosts {known_hosts}: {exc}") from exc
         # RejectPolicy semantics, with a clearer message; accept-new only when the user opted in for this run.
-        policy = _AcceptNewPolicy(known_hosts) if self.accept_new else _RejectPolicy()
+        accept = self.host_keys is HostKeyPolicy.ACCEPT_NEW
+        policy = _AcceptNewPolicy(known_hosts) if accept else _RejectPolicy()
         client.set_missing_host_key_policy(policy)  # type: ignore[arg-type]
         key_files = [os.path.expanduser(t.key_file)] if t.key_file else None
         started = time.monotonic()
@@ -292,7 +266,7 @@ class Connection:
                 channel = client.get_transport().open_session(timeout=self.target.connect_timeout)
                 channel.settimeout(1.0)
                 channel.exec_command(command)
-                return _collect(channel, limit, stop)
+                return collect(channel, limit, stop)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise DeviceError(f"command failed on {self.target.host}: {exc or type(exc).__name__}") from exc
 
@@ -409,95 +383,3 @@ def route_library_logs(path: Optional[Path] = None) -> Path:
     return path
 
 
-@dataclass
-class CommandResult:
-    """How one command ended. ``stderr`` keeps the first and the last 32 KiB: a chatty device cannot make the host
-    drop a valid result, and the start (a pid line, the first error) survives."""
-
-    exit_status: int
-    stdout: bytes
-    stderr: bytes
-    truncated: bool = False
-    timed_out: bool = False
-    interrupted: bool = False
-    connection_lost: bool = False
-    limit: float = 0.0
-    pid: Optional[int] = None
-
-    def stderr_tail(self, lines: int = 3) -> str:
-        text = self.stderr.decode("utf-8", "replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or f"exit status {self.exit_status}"
-
-
-#: The remote shell writes this (and its pid) to stderr before it execs the command: the pid is the process group
-#: to stop on a timeout or Ctrl-C (sshd makes each session's shell a session and group leader).
-PID_MARK = b"edgeprune-pid:"
-_PID_RE = re.compile(rb"edgeprune-pid:(\d{1,10})\n")
-STDERR_KEEP = 32 * 1024
-
-
-class _Stream:
-    """Collects one stream: all of it up to ``cap`` (stdout), or its head and tail (stderr)."""
-
-    def __init__(self, cap: int, keep_tail: bool) -> None:
-        self.cap, self.keep_tail = cap, keep_tail
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.overflow = False
-
-    def add(self, chunk: bytes) -> None:
-        room = self.cap - len(self.head)
-        self.head += chunk[:max(0, room)]
-        rest = chunk[max(0, room):]
-        if rest:
-            self.overflow = True
-            if self.keep_tail:
-                self.tail = (self.tail + rest)[-self.cap:]
-
-    def value(self) -> bytes:
-        if self.tail:
-            return bytes(self.head) + b"\n[...]\n" + bytes(self.tail)
-        return bytes(self.head)
-
-
-def _collect(channel: Any, limit: float, stop: Any) -> CommandResult:
-    deadline = time.monotonic() + limit
-    out, err = _Stream(MAX_OUTPUT_BYTES, keep_tail=False), _Stream(STDERR_KEEP, keep_tail=True)
-    ended = dict(timed_out=False, interrupted=False)
-    while True:
-        progressed = False
-        for ready, recv, sink in ((channel.recv_ready, channel.recv, out),
-                                  (channel.recv_stderr_ready, channel.recv_stderr, err)):
-            while ready():
-                chunk = recv(65536)
-                if not chunk:
-                    break
-                progressed = True
-                sink.add(chunk)
-        if out.overflow:
-            break
-        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-            break
-        if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
-            break  # closed without an exit status: the connection went away
-        if stop is not None and stop.is_set():
-            ended["interrupted"] = True
-            break
-        if time.monotonic() > deadline:
-            ended["timed_out"] = True
-            break
-        if not progressed:
-            time.sleep(0.02)
-    stderr = err.value()
-    match = _PID_RE.search(bytes(err.head[:4096]))
-    pid = int(match.group(1)) if match else None
-    if match:
-        stderr = stderr.replace(match.group(0), b"", 1)
-    status, lost = -1, False
-    if not out.overflow and not any(ended.values()):
-        status = channel.recv_exit_status()  # ready: the process exited, or the channel closed (-1)
-        transport = channel.get_transport()
-        lost = status == -1 and (transport is None or not transport.is_active())
-    channel.close()
-    return CommandResult(status, out.value(), stderr, out.overflow, ended["timed_out"], ended["interrupted"],
-                         lost, limit, pid)

@@ -11,19 +11,17 @@ agent invocation into an :class:`AgentOutcome` whose status says how far it can 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import PythonMissingError
 from ..resources import schema_path
-from ..devices.ssh import MAX_OUTPUT_BYTES, CommandResult, missing_python_message
+from .agent_checks import Expected, inconsistency, sha256_mismatch
+from ..devices.command import MAX_OUTPUT_BYTES, CommandResult, missing_python_message
 
 AGENT_SCHEMA = schema_path("agent-result")
 
@@ -46,7 +44,9 @@ EXCERPT = 2000
 
 @dataclass
 class AgentOutcome:
-    """What one agent invocation produced, already judged: ok, error (agent-reported), failed, or invalid."""
+    """One agent invocation, judged (ok, error, failed, invalid) and typed: the one place the agent's document is
+    read. The fleet stores :meth:`columns`, ``devices check`` shows :meth:`probe_facts`, the report reads the
+    stored document back through :func:`stored_samples`. Figures are read only from a document judged ``ok``."""
 
     status: str
     document: Optional[Dict[str, Any]] = None
@@ -55,15 +55,104 @@ class AgentOutcome:
     raw: Optional[str] = None
     notes: List[str] = field(default_factory=list)
 
+    def _section(self, name: str) -> Dict[str, Any]:
+        value = (self.document or {}).get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def trusted(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def model_sha256(self) -> Optional[str]:
+        return self._section("model").get("sha256")
+
+    @property
+    def runtime(self) -> Optional[str]:
+        return self._section("runtime").get("module")
+
+    @property
+    def runtime_version(self) -> Optional[str]:
+        return self._section("runtime").get("version")
+
+    @property
+    def timing(self) -> Dict[str, Any]:
+        """The latency figures (µs), empty unless the document was judged ok."""
+        return self._section("timing") if self.trusted else {}
+
+    @property
+    def samples_us(self) -> Optional[List[float]]:
+        samples = self.timing.get("samples_us")
+        return samples if isinstance(samples, list) else None
+
+    @property
+    def predictions(self) -> Optional[List[int]]:
+        predictions = self._section("accuracy").get("predictions") if self.trusted else None
+        return predictions if isinstance(predictions, list) else None
+
+    def throttled(self) -> Optional[int]:
+        """1 when the Pi reported throttling before or after the run, 0 when it said no, None when unknown."""
+        flag = None
+        for facts in (self._section("device"), self._section("device_after")):
+            value = (facts.get("throttled") or {}).get("value") if isinstance(facts.get("throttled"), dict) else None
+            if value is not None:
+                flag = int(bool(value) or bool(flag))
+        return flag
+
+    def columns(self, host_predictions: Optional[np.ndarray] = None) -> Dict[str, Any]:
+        """The store's columns for this result (the agent's whole JSON beside them: verbatim only when valid)."""
+        runtime, timing, device = self._section("runtime"), self.timing, self._section("device")
+        accuracy = self._section("accuracy") if self.trusted else {}
+        predictions = self.predictions
+        agreement = None
+        if host_predictions is not None and predictions is not None and len(predictions) == len(host_predictions):
+            agreement = float(np.mean(np.asarray(predictions) == host_predictions))
+        return {
+            "status": self.status, "error_kind": self.error_kind, "error_message": self.message,
+            "runtime": runtime.get("module"), "runtime_version": runtime.get("version"),
+            "threads": runtime.get("threads"), "python_version": (device.get("python") or {}).get("version"),
+            "machine": device.get("machine"),
+            **{key: timing.get(key) for key in ("init_ms", "p50_us", "p90_us", "p99_us", "mean_us", "runs")},
+            "accuracy": accuracy.get("accuracy"), "predictions_digest": accuracy.get("predictions_digest"),
+            "agreement": agreement,
+            "rss_peak_kib": self._section("memory").get("rss_peak_kib") if self.trusted else None,
+            "throttled": self.throttled(),
+            "agent_json": json.dumps(self.document) if self.document is not None else self.raw,
+        }
+
+    def probe_facts(self) -> "ProbeFacts":
+        return ProbeFacts.from_document(self.document or {})
+
 
 @dataclass
-class Expected:
-    """What the host knows about the measurement it asked for, to check the document against."""
+class ProbeFacts:
+    """What a ``probe`` says about a device, for ``devices check``."""
 
-    model_sha256: Optional[str] = None
-    model_size: Optional[int] = None
-    labels: Optional[np.ndarray] = None  # the eval set's labels, in order
-    num_classes: Optional[int] = None
+    python: str = ""
+    numpy: str = ""
+    runtimes: List[str] = field(default_factory=list)  # "module version" of each usable runtime
+    machine: str = ""
+    pi_model: str = ""
+
+    @classmethod
+    def from_document(cls, document: Dict[str, Any]) -> "ProbeFacts":
+        device = document.get("device") if isinstance(document.get("device"), dict) else {}
+        runtimes = document.get("runtimes") if isinstance(document.get("runtimes"), list) else []
+        usable = [f"{r.get('module')} {r.get('version')}" for r in runtimes if isinstance(r, dict) and r.get("available")]
+        return cls(str((device.get("python") or {}).get("version") or ""), str(device.get("numpy") or ""), usable,
+                   str(device.get("machine") or ""), str(device.get("pi_model") or ""))
+
+
+def stored_samples(agent_json: Optional[str]) -> Optional[List[float]]:
+    """The latency samples (µs) of a stored agent document, or None; the report's one way to read them.
+
+    Only documents judged ok are stored verbatim with their figures, so what is read here was checked once."""
+    try:
+        doc = json.loads(agent_json or "")
+    except (ValueError, RecursionError):
+        return None
+    samples = ((doc if isinstance(doc, dict) else {}).get("timing") or {}).get("samples_us")
+    return samples if isinstance(samples, list) else None
 
 
 _validator: Any = None
@@ -186,7 +275,7 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
         return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
                             message=f"agent output fails its schema at {where}: {reason[:300]}", raw=body[:EXCERPT])
     if document.get("command") == "run" and (document.get("model") or {}).get("sha256") is not None:
-        mismatch = _sha256_mismatch(document, expected)  # an error about another file is no verdict on this one
+        mismatch = sha256_mismatch(document, expected)  # an error about another file is no verdict on this one
         if mismatch:
             return AgentOutcome("invalid", document, SHA256_MISMATCH, mismatch, notes=notes)
     if document.get("status") != "ok":
@@ -196,102 +285,13 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
         return AgentOutcome("invalid", document, INVALID_OUTPUT,
                             f"agent said ok but exited with status {result.exit_status}", notes=notes)
     if document.get("command") == "run":
-        mismatch = _sha256_mismatch(document, expected)
+        mismatch = sha256_mismatch(document, expected)
         if mismatch:
             return AgentOutcome("invalid", document, SHA256_MISMATCH, mismatch, notes=notes)
         problem = inconsistency(document, expected)
         if problem:
             return AgentOutcome("invalid", document, INCONSISTENT, f"impossible result: {problem}", notes=notes)
     return AgentOutcome("ok", document, notes=notes)
-
-
-def _sha256_mismatch(document: Dict[str, Any], expected: Optional[Expected]) -> Optional[str]:
-    if expected is None or expected.model_sha256 is None:
-        return None
-    measured = (document.get("model") or {}).get("sha256")
-    if measured == expected.model_sha256:
-        return None
-    return (f"the device measured a model with sha256 {str(measured)[:16]}, expected {expected.model_sha256[:16]} "
-            f"(damaged copy on the device?)")
-
-
-def _close(a: float, b: float, rel: float = 1e-6, abs_: float = 1e-3) -> bool:
-    return abs(a - b) <= max(abs_, rel * max(abs(a), abs(b)))
-
-
-def _timing_problem(timing: Dict[str, Any], options: Dict[str, Any]) -> Optional[str]:
-    names = ("min_us", "p50_us", "p90_us", "p99_us", "max_us")
-    values = [timing.get(n) for n in names]
-    if any(v is None for v in values) or timing.get("mean_us") is None:
-        return "latency figures missing"
-    if min(values) <= 0 or timing["mean_us"] <= 0:
-        return "a latency of 0 µs or less"
-    for (a, va), (b, vb) in zip(zip(names, values), zip(names[1:], values[1:])):
-        if va > vb * (1 + 1e-9) + 1e-6:
-            return f"{a} {va:g} > {b} {vb:g}"
-    if not values[0] * (1 - 1e-9) - 1e-6 <= timing["mean_us"] <= values[-1] * (1 + 1e-9) + 1e-6:
-        return f"mean_us {timing['mean_us']:g} outside min..max"
-    runs = timing.get("runs")
-    requested = options.get("runs")
-    if isinstance(requested, int) and isinstance(runs, int) and runs < requested:
-        return f"{runs} timed invokes, {requested} were asked for"
-    if timing.get("std_us") is not None and timing["std_us"] > (values[-1] - values[0]) + 1e-6:
-        return f"std_us {timing['std_us']:g} larger than max - min"
-    samples = timing.get("samples_us")
-    if isinstance(samples, list) and samples:
-        stride = timing.get("samples_stride") or 1
-        if isinstance(runs, int) and len(samples) != -(-runs // stride):
-            return f"{len(samples)} latency samples for {runs} invokes at stride {stride}"
-        if min(samples) <= 0 or min(samples) < values[0] * (1 - 1e-6) - 1e-3 or max(samples) > values[-1] * (1 + 1e-6) + 1e-3:
-            return "latency samples outside the reported min..max"
-        if stride == 1 and not _close(float(np.median(samples)), values[1], rel=1e-6):
-            return f"p50_us {values[1]:g} is not the median of the samples ({float(np.median(samples)):g})"
-    return None
-
-
-def _accuracy_problem(accuracy: Dict[str, Any], expected: Optional[Expected]) -> Optional[str]:
-    n, correct, predictions = accuracy.get("num_samples"), accuracy.get("correct"), accuracy.get("predictions")
-    if not isinstance(n, int) or n < 1 or not isinstance(correct, int) or correct > n:
-        return f"{correct} correct of {n} samples"
-    if not _close(float(accuracy.get("accuracy", -1)), correct / n, abs_=1e-9):
-        return f"accuracy {accuracy.get('accuracy')} is not correct/num_samples = {correct}/{n}"
-    if not isinstance(predictions, list) or len(predictions) != n:
-        return f"{len(predictions) if isinstance(predictions, list) else 'no'} predictions for {n} samples"
-    preds = np.asarray(predictions, dtype=np.int64)
-    digest = hashlib.sha256(preds.astype("<i4").tobytes()).hexdigest()[:16]
-    if accuracy.get("predictions_digest") != digest:
-        return "predictions_digest does not match the predictions"
-    if expected is None:
-        return None
-    if expected.num_classes and (preds.min() < 0 or preds.max() >= expected.num_classes):
-        return f"a predicted class outside 0..{expected.num_classes - 1}"
-    labels = expected.labels
-    if labels is not None:
-        if n != len(labels):
-            return f"{n} accuracy samples, the eval set has {len(labels)}"
-        actual = int(np.sum(preds == labels))
-        if actual != correct:
-            return f"{correct} correct claimed, the predictions match {actual} of the eval labels"
-    return None
-
-
-def inconsistency(document: Dict[str, Any], expected: Optional[Expected] = None) -> Optional[str]:
-    """Why a schema-valid ``run`` document cannot be true, or None. The schema checks types; this checks sense."""
-    timing = document.get("timing") or {}
-    problem = _timing_problem(timing, document.get("options") or {})
-    if problem:
-        return problem
-    init_ms = timing.get("init_ms")
-    if init_ms is None or not math.isfinite(init_ms) or init_ms < 0:
-        return "interpreter init time missing"
-    model = document.get("model") or {}
-    if expected is not None and expected.model_size is not None and model.get("size_bytes") != expected.model_size:
-        return f"model size {model.get('size_bytes')} bytes, the file has {expected.model_size}"
-    memory = document.get("memory") or {}
-    peak, before = memory.get("rss_peak_kib"), memory.get("rss_before_load_kib")
-    if isinstance(peak, int) and isinstance(before, int) and peak < before:
-        return f"peak RSS {peak} KiB below the RSS before loading ({before} KiB)"
-    return _accuracy_problem(document.get("accuracy") or {}, expected)
 
 
 def new_token() -> str:

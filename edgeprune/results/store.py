@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
-import numbers
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -22,145 +20,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..errors import StoreError
 
-#: Forward-only migrations; index i upgrades user_version i to i + 1.
-MIGRATIONS: Sequence[str] = (
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY,
-        created TEXT NOT NULL,
-        run_folder TEXT NOT NULL,
-        model_source TEXT,
-        dataset TEXT,
-        manifest_json TEXT NOT NULL,
-        options_json TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE TABLE devices (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER NOT NULL REFERENCES runs(id),
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        address TEXT,
-        tags TEXT NOT NULL DEFAULT '',
-        profile_json TEXT NOT NULL,
-        UNIQUE (run_id, name)
-    );
-    CREATE TABLE variants (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER NOT NULL REFERENCES runs(id),
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        file TEXT,
-        sha256 TEXT,
-        size_bytes INTEGER,
-        gzip_bytes INTEGER,
-        sparsity REAL,
-        accuracy REAL,
-        predictions_digest TEXT,
-        manifest_json TEXT NOT NULL,
-        UNIQUE (run_id, name)
-    );
-    CREATE TABLE results (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER NOT NULL REFERENCES runs(id),
-        device TEXT NOT NULL,
-        variant TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'failed', 'invalid')),
-        error_kind TEXT,
-        error_message TEXT,
-        runtime TEXT,
-        runtime_version TEXT,
-        threads INTEGER,
-        python_version TEXT,
-        machine TEXT,
-        init_ms REAL,
-        p50_us REAL,
-        p90_us REAL,
-        p99_us REAL,
-        mean_us REAL,
-        runs INTEGER,
-        accuracy REAL,
-        predictions_digest TEXT,
-        agreement REAL,
-        rss_peak_kib INTEGER,
-        throttled INTEGER,
-        agent_json TEXT,
-        attempts INTEGER NOT NULL DEFAULT 1,
-        created TEXT NOT NULL,
-        UNIQUE (run_id, device, variant)
-    );
-    CREATE INDEX results_run ON results (run_id, device);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+from .schema import (MIGRATIONS, NUMBER_COLUMNS, RESULT_COLUMNS, RETRYABLE, SCHEMA_VERSION, TABLES, TEXT_CAPS,
+                     storable)
 
-#: Result statuses: ok (measured), error (the agent measured and reported an error, e.g. an op the runtime
-#: lacks: final), failed (the device or transport failed: --resume retries it), invalid (the agent's document
-#: could not be trusted: --resume retries it).
-RETRYABLE = ("failed", "invalid")
-
-RESULT_COLUMNS = (
-    "status", "error_kind", "error_message", "runtime", "runtime_version", "threads", "python_version", "machine",
-    "init_ms", "p50_us", "p90_us", "p99_us", "mean_us", "runs", "accuracy", "predictions_digest", "agreement",
-    "rss_peak_kib", "throttled", "agent_json",
-)
-
-#: Longest text kept per result column, in characters. Most of these strings come from the device: capping them
-#: keeps a broken or hostile agent from filling the disk and the reports. The agent JSON (ASCII, so characters
-#: are bytes) is kept for debugging up to 2 MB; a capped one is no longer valid JSON, and the report then simply
-#: has no per-sample figures for that pair. ``status`` is the host's own word and is checked by the schema.
-TEXT_CAPS: Dict[str, int] = {
-    "error_kind": 200, "error_message": 4000, "runtime": 200, "runtime_version": 200, "python_version": 200,
-    "machine": 200, "predictions_digest": 200, "agent_json": 2 * 1024 * 1024,
-}
-#: Numeric result columns. A value SQLite cannot hold as it is (an integer outside signed 64 bits, NaN or an
-#: infinity, or something that is not a number at all) is stored as NULL, "unknown": clamping a latency or a
-#: count would store a figure nobody measured.
-NUMBER_COLUMNS = ("threads", "init_ms", "p50_us", "p90_us", "p99_us", "mean_us", "runs", "accuracy", "agreement",
-                  "rss_peak_kib", "throttled")
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-#: The tables an edgeprune database has from schema 1 on.
-TABLES = ("runs", "devices", "variants", "results")
+#: The schema's names, re-exported: callers of the store need not know where the schema lives.
+__all__ = ["NUMBER_COLUMNS", "RESULT_COLUMNS", "RETRYABLE", "SCHEMA_VERSION", "TABLES", "TEXT_CAPS", "Store"]
 
 _T = TypeVar("_T")
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _cap(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, saying so at the end, so a reader knows it is not the whole."""
-    if len(text) <= limit:
-        return text
-    suffix = f" [... cut from {len(text)} characters]"
-    return text[: limit - len(suffix)] + suffix
-
-
-def _number(value: Any) -> "int | float | None":
-    """``value`` as SQLite can store it, or None when it cannot (see NUMBER_COLUMNS)."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, numbers.Integral):
-        integer = int(value)
-        return integer if INT64_MIN <= integer <= INT64_MAX else None
-    if isinstance(value, numbers.Real):
-        real = float(value)
-        return real if math.isfinite(real) else None
-    return None
-
-
-def _storable(values: Dict[str, Any]) -> Dict[str, Any]:
-    """One result's columns, made safe to bind: capped text, numbers SQLite can hold (see the caps above)."""
-    row: Dict[str, Any] = {}
-    for column in RESULT_COLUMNS:
-        value = values.get(column)
-        if value is None or column == "status":
-            row[column] = value
-        elif column in NUMBER_COLUMNS:
-            row[column] = _number(value)
-        else:
-            row[column] = _cap(value if isinstance(value, str) else str(value), TEXT_CAPS[column])
-    return row
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -369,7 +239,7 @@ class Store:
         values then. Values are made storable first: text is capped (TEXT_CAPS) and numbers SQLite cannot hold
         become NULL (NUMBER_COLUMNS), so nothing a device reports can make this raise.
         """
-        row = _storable(values)
+        row = storable(values)
         columns = ", ".join(RESULT_COLUMNS)
         placeholders = ", ".join("?" for _ in RESULT_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in RESULT_COLUMNS)

@@ -145,14 +145,13 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=json_values, exit_status=st.integers(-1, 255))
 def test_random_agent_output_never_crashes_the_judge(doc, exit_status):
-    from edgeprune.devices.deploy import judge
-    from edgeprune.devices.fleet import result_values
-    from edgeprune.devices.ssh import CommandResult
+    from edgeprune.results.agent_result import judge
+    from edgeprune.devices.command import CommandResult
 
     text = json.dumps(doc, allow_nan=True).encode()
     outcome = judge(CommandResult(exit_status, text, b""))
     assert outcome.status in ("ok", "error", "invalid", "failed")
-    values = result_values(outcome, None)
+    values = outcome.columns(None)
     assert values["status"] == outcome.status
     if outcome.status == "invalid":
         assert values["p50_us"] is None
@@ -161,8 +160,8 @@ def test_random_agent_output_never_crashes_the_judge(doc, exit_status):
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_from_an_agent_are_invalid(raw):
-    from edgeprune.devices.deploy import judge
-    from edgeprune.devices.ssh import CommandResult
+    from edgeprune.results.agent_result import judge
+    from edgeprune.devices.command import CommandResult
 
     assert judge(CommandResult(0, raw, b"")).status in ("invalid", "ok", "error")
 

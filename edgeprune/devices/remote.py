@@ -1,52 +1,31 @@
-"""Putting the agent and the files on one device, and running the agent there.
+"""The ``ssh`` device kind: files by SFTP (content-addressed, sha256-verified on the device), the agent over SSH.
 
-Files are content-addressed: ``<workdir>/blobs/<sha256><suffix>``, so a file already on the device with the right
-hash is not sent again and two runs never overwrite each other's inputs. An upload goes to a temporary name, is
-hashed on the device, and only a match with the manifest's sha256 is renamed into place. Every path given to the
-device is absolute (the workdir is resolved against the login's home once), every SFTP step runs under a deadline
-that fires, and an agent that times out or is interrupted is stopped on the device, its whole process group, and
-checked to be gone. The agent's output is judged by :mod:`edgeprune.agent_result`.
+Every path given to the device is absolute (the workdir is resolved against the login's home once), every SFTP
+step runs under a deadline that fires, and an agent that times out or is interrupted is stopped on the device,
+its whole process group, and checked to be gone.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import posixpath
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..results.agent_result import AgentOutcome, Expected, judge, new_token
-from .profiles import DeviceProfile
 from ..errors import DeviceError
-from ..resources import agent_dir
-from .ssh import MAX_OUTPUT_BYTES, CommandResult, Connection, SSHTarget, resolve_alias
+from ..results.agent_result import AgentOutcome, Expected, judge, new_token
+from .bundle import FileSpec, agent_argv, agent_bundle_hash, agent_files, sha256_file
+from .device import Device, stopped_note
+from .profiles import DeviceProfile
+from .ssh import Connection, HostKeyPolicy
+from .sshconfig import ssh_target
 
-AGENT_DIR = agent_dir()
 UPLOAD_ATTEMPTS = 3
-#: Seconds the agent may outlive the host's command_timeout before it stops itself (when the host lost the link).
-AGENT_DEADLINE_GRACE = 30.0
 #: Temporary upload files (``*.part-<pid>-<thread>``) older than this are left-overs of a broken transfer and are
 #: removed before the next upload; younger ones may belong to another edgeprune process sending right now.
 STALE_PART_SECONDS = 3600
-
-
-@dataclass
-class FileSpec:
-    """A local file to put on the device, with the sha256 it must have there."""
-
-    local: Path
-    sha256: str
-    suffix: str = ""
-
-    @property
-    def blob_name(self) -> str:
-        return f"{self.sha256}{self.suffix}"
 
 
 @dataclass
@@ -60,151 +39,12 @@ class TransferStats:
     connect_seconds: float = 0.0
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def agent_files() -> List[Path]:
-    return sorted(p for p in AGENT_DIR.glob("*.py"))
-
-
-def agent_bundle_hash() -> str:
-    """One hash over the agent's sources: the remote folder name, so a changed agent is a new folder."""
-    digest = hashlib.sha256()
-    for path in agent_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, token: str) -> List[str]:
-    argv = [python, "-m", "device_agent", "run", model, "--eval", eval_file,
-            "--runtime", profile.runtime, "--threads", str(profile.threads),
-            "--warmup", str(profile.warmup), "--runs", str(profile.runs),
-            "--min-seconds", str(profile.min_seconds), "--samples", "--frame", token,
-            "--deadline", str(profile.command_timeout + AGENT_DEADLINE_GRACE)]
-    if profile.no_xnnpack:
-        argv.append("--no-xnnpack")
-    if profile.delegate:
-        argv += ["--delegate", profile.delegate]
-    return argv
-
-
-class Device:
-    """One device: ``prepare`` puts files there, ``run_agent`` measures one model. Never raises mid-fleet
-    for agent problems (those are outcomes); raises DeviceError when the device itself fails.
-
-    ``stop`` is anything with ``is_set()``: Ctrl-C, or the device's overall deadline (see fleet.DeviceStop).
-    """
-
-    def __init__(self, profile: DeviceProfile) -> None:
-        self.profile = profile
-
-    def __enter__(self) -> "Device":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Nothing to release by default."""
-
-    def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
-        raise NotImplementedError
-
-    def run_agent(self, model: str, eval_file: str, stop: Any = None,
-                  expected: Optional[Expected] = None) -> AgentOutcome:
-        raise NotImplementedError
-
-    def probe(self) -> AgentOutcome:
-        raise NotImplementedError
-
-
-def _stopped_note(outcome: AgentOutcome, gone: bool, where: str) -> AgentOutcome:
-    if not gone:
-        outcome.message = (f"{outcome.message}; WARNING: the agent could not be confirmed stopped on {where}: "
-                           f"check for a stray `python -m device_agent` there")
-    return outcome
-
-
-class LocalDevice(Device):
-    """This machine: the agent runs as a subprocess on the files where they are."""
-
-    @property
-    def python(self) -> str:
-        return os.path.expanduser(self.profile.python) if self.profile.python else sys.executable
-
-    def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
-        mapping = {}
-        for spec in files:
-            actual = sha256_file(spec.local)
-            if actual != spec.sha256:
-                raise DeviceError(f"{spec.local.name}: sha256 {actual[:12]} does not match the manifest's {spec.sha256[:12]}")
-            mapping[spec.sha256] = str(spec.local.resolve())
-        return mapping
-
-    def _run(self, argv: List[str], stop: Any = None) -> CommandResult:
-        """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked."""
-        import signal
-        import tempfile
-
-        limit = self.profile.command_timeout
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            try:
-                proc = subprocess.Popen(argv, cwd=str(AGENT_DIR.parent), stdout=out, stderr=err,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            except OSError as exc:
-                raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
-            deadline = time.monotonic() + limit
-            ended = {"timed_out": False, "interrupted": False}
-            while proc.poll() is None:
-                if stop is not None and stop.is_set():
-                    ended["interrupted"] = True
-                elif time.monotonic() > deadline:
-                    ended["timed_out"] = True
-                else:
-                    time.sleep(0.02)
-                    continue
-                for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        break
-                    try:
-                        proc.wait(wait)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
-                break
-            proc.wait()
-            out.seek(0)
-            stdout = out.read(MAX_OUTPUT_BYTES + 1)
-            err.seek(0, os.SEEK_END)
-            err.seek(max(0, err.tell() - 65536))
-            stderr = err.read()
-        return CommandResult(proc.returncode if not any(ended.values()) else -1, stdout[:MAX_OUTPUT_BYTES], stderr,
-                             len(stdout) > MAX_OUTPUT_BYTES, ended["timed_out"], ended["interrupted"], limit=limit)
-
-    def run_agent(self, model: str, eval_file: str, stop: Any = None,
-                  expected: Optional[Expected] = None) -> AgentOutcome:
-        token = new_token()
-        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token), stop)
-        return judge(result, token, expected, python=self.python)
-
-    def probe(self) -> AgentOutcome:
-        token = new_token()
-        return judge(self._run([self.python, "-m", "device_agent", "probe", "--frame", token]), token, python=self.python)
-
-
 class RemoteDevice(Device):
     """A device over SSH/SFTP."""
 
-    def __init__(self, profile: DeviceProfile, accept_new_host_keys: bool = False) -> None:
+    def __init__(self, profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolicy.REJECT) -> None:
         super().__init__(profile)
-        self.connection = Connection(ssh_target(profile), accept_new_host_keys)
+        self.connection = Connection(ssh_target(profile), host_keys)
         self.stats = TransferStats()
 
     def close(self) -> None:
@@ -381,9 +221,9 @@ class RemoteDevice(Device):
             self.connection.stop_group(result.pid, self.python)
         elif (result.timed_out or result.interrupted) and result.pid is not None:
             gone = self.connection.stop_group(result.pid, self.python)
-            outcome = _stopped_note(outcome, gone, self.profile.name)
+            outcome = stopped_note(outcome, gone, self.profile.name)
         elif result.timed_out or result.interrupted:
-            outcome = _stopped_note(outcome, False, self.profile.name)
+            outcome = stopped_note(outcome, False, self.profile.name)
         return outcome
 
     def run_agent(self, model: str, eval_file: str, stop: Any = None,
@@ -395,29 +235,3 @@ class RemoteDevice(Device):
         self.prepare([])
         token = new_token()
         return self._run_framed([self.python, "-m", "device_agent", "probe", "--frame", token], token, None, None)
-
-
-def ssh_target(profile: DeviceProfile) -> SSHTarget:
-    """Profile + ~/.ssh/config -> where to connect. The profile's own fields win over the config's."""
-    config = resolve_alias(profile.host, profile.ssh_config)
-    identity = config.get("identityfile")
-    key_file = profile.key_file or (identity[0] if isinstance(identity, list) and identity else None)
-    if key_file and not Path(os.path.expanduser(key_file)).is_file():
-        key_file = None if not profile.key_file else key_file
-    return SSHTarget(
-        host=config.get("hostname", profile.host),
-        port=int(config.get("port", profile.port)) if profile.port == 22 else profile.port,
-        user=profile.user or config.get("user"),
-        key_file=key_file,
-        use_agent=profile.use_agent,
-        known_hosts=profile.known_hosts,
-        connect_timeout=profile.connect_timeout,
-        command_timeout=profile.command_timeout,
-        transfer_timeout=profile.transfer_timeout,
-    )
-
-
-def open_device(profile: DeviceProfile, accept_new_host_keys: bool = False) -> Device:
-    if profile.kind == "local":
-        return LocalDevice(profile)
-    return RemoteDevice(profile, accept_new_host_keys)

@@ -1,0 +1,61 @@
+"""What edgeprune puts on a device: the agent's own files (one folder per version of them) and content-addressed
+input files, and the agent's command line."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from ..resources import agent_dir
+from .profiles import DeviceProfile
+
+AGENT_DIR = agent_dir()
+#: Seconds the agent may outlive the host's command_timeout before it stops itself (when the host lost the link).
+AGENT_DEADLINE_GRACE = 30.0
+
+
+@dataclass
+class FileSpec:
+    """A local file to put on the device, with the sha256 it must have there."""
+
+    local: Path
+    sha256: str
+    suffix: str = ""
+
+    @property
+    def blob_name(self) -> str:
+        return f"{self.sha256}{self.suffix}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def agent_files() -> List[Path]:
+    return sorted(p for p in AGENT_DIR.glob("*.py"))
+
+
+def agent_bundle_hash() -> str:
+    """One hash over the agent's sources: the remote folder name, so a changed agent is a new folder."""
+    digest = hashlib.sha256()
+    for path in agent_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, token: str) -> List[str]:
+    argv = [python, "-m", "device_agent", "run", model, "--eval", eval_file,
+            "--runtime", profile.runtime, "--threads", str(profile.threads),
+            "--warmup", str(profile.warmup), "--runs", str(profile.runs),
+            "--min-seconds", str(profile.min_seconds), "--samples", "--frame", token,
+            "--deadline", str(profile.command_timeout + AGENT_DEADLINE_GRACE)]
+    if profile.no_xnnpack:
+        argv.append("--no-xnnpack")
+    if profile.delegate:
+        argv += ["--delegate", profile.delegate]
+    return argv

@@ -1,0 +1,83 @@
+"""The ``local`` device kind: this machine, the agent as a subprocess in a session of its own."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import DeviceError
+from ..results.agent_result import AgentOutcome, Expected, judge, new_token
+from .bundle import AGENT_DIR, FileSpec, agent_argv, sha256_file
+from .command import MAX_OUTPUT_BYTES, CommandResult
+from .device import Device
+
+
+class LocalDevice(Device):
+    """This machine: the agent runs as a subprocess on the files where they are."""
+
+    @property
+    def python(self) -> str:
+        return os.path.expanduser(self.profile.python) if self.profile.python else sys.executable
+
+    def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
+        mapping = {}
+        for spec in files:
+            actual = sha256_file(spec.local)
+            if actual != spec.sha256:
+                raise DeviceError(f"{spec.local.name}: sha256 {actual[:12]} does not match the manifest's {spec.sha256[:12]}")
+            mapping[spec.sha256] = str(spec.local.resolve())
+        return mapping
+
+    def _run(self, argv: List[str], stop: Any = None) -> CommandResult:
+        """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked."""
+        import signal
+        import tempfile
+
+        limit = self.profile.command_timeout
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(argv, cwd=str(AGENT_DIR.parent), stdout=out, stderr=err,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+            deadline = time.monotonic() + limit
+            ended = {"timed_out": False, "interrupted": False}
+            while proc.poll() is None:
+                if stop is not None and stop.is_set():
+                    ended["interrupted"] = True
+                elif time.monotonic() > deadline:
+                    ended["timed_out"] = True
+                else:
+                    time.sleep(0.02)
+                    continue
+                for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    try:
+                        proc.wait(wait)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+                break
+            proc.wait()
+            out.seek(0)
+            stdout = out.read(MAX_OUTPUT_BYTES + 1)
+            err.seek(0, os.SEEK_END)
+            err.seek(max(0, err.tell() - 65536))
+            stderr = err.read()
+        return CommandResult(proc.returncode if not any(ended.values()) else -1, stdout[:MAX_OUTPUT_BYTES], stderr,
+                             len(stdout) > MAX_OUTPUT_BYTES, ended["timed_out"], ended["interrupted"], limit=limit)
+
+    def run_agent(self, model: str, eval_file: str, stop: Any = None,
+                  expected: Optional[Expected] = None) -> AgentOutcome:
+        token = new_token()
+        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token), stop)
+        return judge(result, token, expected, python=self.python)
+
+    def probe(self) -> AgentOutcome:
+        token = new_token()
+        return judge(self._run([self.python, "-m", "device_agent", "probe", "--frame", token]), token, python=self.python)

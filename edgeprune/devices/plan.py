@@ -1,0 +1,130 @@
+"""What a bench measures, settled on the host before any device is touched: the run folder's files checked once
+against their manifest, what each result will be checked against, and for ``--resume`` the run as it was (its
+folder unchanged, its devices, its variants)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..results import manifest as manifest_io
+from ..results.agent_result import Expected
+from ..results.store import Store
+from .bundle import FileSpec, sha256_file
+from .profiles import DeviceProfile
+
+
+@dataclass
+class RunInputs:
+    """What every worker needs from the run folder, read and checked once on the host."""
+
+    folder: Path
+    manifest: Dict[str, Any]
+    eval_spec: FileSpec
+    specs: Dict[str, FileSpec]
+    expected: Dict[str, Expected]
+    host_predictions: Dict[str, np.ndarray]
+
+
+def _load_host_predictions(folder: Path, manifest: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    path = folder / manifest.get("predictions_file", "predictions.npz")
+    if not path.is_file():
+        return {}
+    with np.load(path) as npz:
+        return {key.replace("_", "-"): npz[key] for key in npz.files}
+
+
+def _eval_labels(path: Path) -> Optional[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data["y"]).astype(np.int64) if "y" in data.files else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_inputs(folder: Path, manifest: Dict[str, Any], names: Sequence[str]) -> RunInputs:
+    dataset = manifest["dataset"]
+    eval_spec = FileSpec(folder / dataset["eval_file"], dataset["eval_sha256"], ".npz")
+    labels = _eval_labels(eval_spec.local)
+    by_name = {v["name"]: v for v in manifest["variants"]}
+    specs = {n: FileSpec(folder / by_name[n]["file"], by_name[n]["sha256"], ".tflite") for n in names}
+    expected = {n: Expected(by_name[n]["sha256"], by_name[n].get("size_bytes"), labels, dataset.get("num_classes"))
+                for n in names}
+    return RunInputs(folder, manifest, eval_spec, specs, expected, _load_host_predictions(folder, manifest))
+
+
+def local_mismatches(inputs: RunInputs) -> Dict[str, str]:
+    """Variants whose file in the run folder no longer is the one the manifest describes: checked once here,
+    not discovered as an "upload mismatch" on every device. A changed eval file stops the bench."""
+    try:
+        eval_hash = sha256_file(inputs.eval_spec.local)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {inputs.eval_spec.local}: {exc.strerror or exc}") from exc
+    if eval_hash != inputs.eval_spec.sha256:
+        raise ConfigError(f"{inputs.eval_spec.local} no longer matches its manifest (sha256 {eval_hash[:12]}, "
+                          f"manifest {inputs.eval_spec.sha256[:12]}): re-run `edgeprune optimize`")
+    bad = {}
+    for name, spec in inputs.specs.items():
+        try:
+            actual = sha256_file(spec.local)
+        except OSError as exc:
+            bad[name] = f"{spec.local.name} cannot be read in the run folder: {exc.strerror or exc}"
+            continue
+        if actual != spec.sha256:
+            bad[name] = (f"{spec.local.name} in the run folder no longer matches the manifest (sha256 "
+                         f"{actual[:12]}, manifest {spec.sha256[:12]}): re-run `edgeprune optimize`")
+    return bad
+
+
+def check_resume(store: Store, run_id: int, folder: Optional[Path]) -> Tuple[Path, Dict[str, Any]]:
+    """The run folder of a resumed run, refused when its files are no longer the ones that run measured."""
+    row = store.run(run_id)
+    folder = folder or Path(row["run_folder"])
+    try:
+        manifest = manifest_io.read(folder)
+    except Exception as exc:
+        raise ConfigError(f"cannot resume run {run_id}: {exc}") from exc
+    now = {v["name"]: v.get("sha256") for v in manifest["variants"] if v["status"] == "ok"}
+    for variant in store.variants(run_id):
+        if variant["status"] != "ok":
+            continue
+        if variant["name"] not in now:
+            raise ConfigError(f"cannot resume run {run_id}: {folder} has no variant {variant['name']} any more")
+        if now[variant["name"]] != variant["sha256"]:
+            raise ConfigError(
+                f"cannot resume run {run_id}: {folder} no longer holds the models it measured ({variant['name']} "
+                f"is sha256 {str(now[variant['name']])[:12]} now, {str(variant['sha256'])[:12]} then; "
+                f"re-optimized into the same folder?): start a new bench instead")
+    return folder, manifest
+
+
+def stored_devices(store: Store, run_id: int) -> List[DeviceProfile]:
+    """The devices a run was measured on, rebuilt from their stored profiles (for ``--resume`` without
+    ``--device``/``--fleet``)."""
+    store.run(run_id)  # an unknown run id is one clear line
+    profiles = []
+    for row in store.devices(run_id):
+        try:
+            values = json.loads(row["profile_json"])
+            values["tags"] = tuple(values.get("tags") or ())
+            profiles.append(DeviceProfile(**values))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"run {run_id}: the stored profile of {row['name']} is unusable ({exc}); "
+                              f"name the devices with --device/--fleet") from exc
+    if not profiles:
+        raise ConfigError(f"run {run_id} has no devices stored: name them with --device/--fleet")
+    return profiles
+
+
+def status_counts(store: Store, run_id: int, devices: Sequence[str], names: Sequence[str]) -> Dict[str, int]:
+    counts = {"ok": 0, "error": 0, "failed": 0, "invalid": 0, "not-measured": 0}
+    stored = {(r["device"], r["variant"]): r["status"] for r in store.results(run_id)}
+    for device in devices:
+        for name in names:
+            status = stored.get((device, name), "not-measured")
+            counts[status] = counts.get(status, 0) + 1
+    return counts
