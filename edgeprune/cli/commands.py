@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 import click
 
 from .. import __version__
-from ..optimize.config import VARIANTS, OptimizeConfig, PruneConfig, TrainConfig, parse_block_size, parse_variants
+from ..optimize.config import OptimizeConfig, cli_options, config_from_options
 from .display import FleetDisplay, RichProgress, stderr_console, stdout_console, variants_table
 from ..errors import ConfigError, EdgepruneError
 
@@ -59,51 +59,18 @@ def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
-OPTIMIZE_OPTIONS = _options(
-    click.option("--model", "model_path", type=str, help="Your Keras model: .keras, .h5 or a SavedModel folder."),
-    click.option("--data", "data_path", type=str, help=".npz with x_train, y_train, x_test, y_test (default: digits)."),
-    click.option("--out", type=str, help="Output folder (default: runs/optimize-<time>)."),
-    click.option("--variants", type=str, default=",".join(VARIANTS), show_default=True,
-                 help="Comma-separated variants to build; the baseline is always built."),
-    click.option("--train-epochs", type=int, default=TrainConfig.epochs, show_default=True,
-                 help="Epochs to train the built-in baseline."),
-    click.option("--prune-epochs", "--epochs", type=int, default=PruneConfig.epochs, show_default=True,
-                 help="Epochs of the pruning fine-tune."),
-    click.option("--batch-size", type=int, default=PruneConfig.batch_size, show_default=True),
-    click.option("--initial-sparsity", type=float, default=PruneConfig.initial_sparsity, show_default=True),
-    click.option("--final-sparsity", type=float, default=PruneConfig.final_sparsity, show_default=True),
-    click.option("--frequency", type=int, default=None, help="Prune every N steps (default: derived from the data size)."),
-    click.option("--end-fraction", type=float, default=PruneConfig.end_fraction, show_default=True,
-                 help="Fraction of the fine-tune after which pruning stops and accuracy recovers."),
-    click.option("--block-size", type=str, default="4x1", show_default=True,
-                 help="Block of zeros in 2-D (Dense) kernels; 1x1 is unstructured."),
-    click.option("--seed", type=int, default=0, show_default=True),
-)
+#: The optimize options, one per config field that has a flag (edgeprune.optimize.config): a new option is a field.
+OPTIMIZE_OPTIONS = _options(*(
+    click.option(*option.flag.names, option.dest, type=option.type, default=option.default,
+                 show_default=option.flag.show_default, help=option.flag.help)
+    for option in cli_options()
+))
 
 
-def _optimize_config(model_path: Optional[str], data_path: Optional[str], out: Optional[str], variants: str,
-                     train_epochs: int, prune_epochs: int, batch_size: int, initial_sparsity: float,
-                     final_sparsity: float, frequency: Optional[int], end_fraction: float, block_size: str,
-                     seed: int) -> OptimizeConfig:
+def _optimize_config(**options: Any) -> OptimizeConfig:
     from ..optimize.pipeline import default_out_dir
 
-    return OptimizeConfig(
-        out=out or default_out_dir(),
-        model=model_path,
-        data=data_path,
-        seed=seed,
-        variants=parse_variants(variants),
-        train=TrainConfig(epochs=train_epochs, batch_size=batch_size),
-        prune=PruneConfig(
-            initial_sparsity=initial_sparsity,
-            final_sparsity=final_sparsity,
-            epochs=prune_epochs,
-            batch_size=batch_size,
-            frequency=frequency,
-            end_fraction=end_fraction,
-            block_size=parse_block_size(block_size),
-        ),
-    )
+    return config_from_options({**options, "out": options["out"] or default_out_dir()})
 
 
 def _run_optimize(config: OptimizeConfig, quiet: bool) -> Any:
@@ -133,7 +100,7 @@ def optimize(as_json: bool, quiet: bool, **options: Any) -> None:
         console = stdout_console()
         console.print(variants_table(result.manifest))
         console.print(f"Run folder: {result.folder}  (manifest.json, eval.npz, *.tflite)", highlight=False)
-    failed = _failed_variants(result.manifest)
+    failed = result.document.failed_variants()
     if failed:
         click.echo(f"Error: {len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)", err=True)
         sys.exit(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional
 
+from ..optimize.variants import BASELINE
 from ..text import clean, for_rich
 
 
@@ -82,7 +83,7 @@ def variants_table(manifest: Dict[str, Any]) -> Any:
     from rich.table import Table
 
     variants = manifest["variants"]
-    base = next((v for v in variants if v["name"] == "baseline-float32" and v["status"] == "ok"), None)
+    base = next((v for v in variants if v["name"] == BASELINE and v["status"] == "ok"), None)
     table = Table(title=f"edgeprune optimize: {for_rich(manifest['dataset']['name'])} "
                         f"({for_rich(manifest['baseline']['source'])})")
     for column in ("variant", "size KB", "gzip KB", "size ratio", "gzip ratio", "sparsity", "accuracy", "Δ acc (pts)"):

@@ -2,23 +2,22 @@
 
 Each dataclass validates itself in ``__post_init__`` (like tfmot's PolynomialDecay does), so a bad value fails
 before TensorFlow is even imported, and round-trips through ``to_dict``/``from_dict`` for the manifest.
+
+A field that is a command-line option says so in its metadata (``flag(...)``): ``cli_options()`` lists the
+options of ``edgeprune optimize`` (and ``run``) from those fields and ``config_from_options()`` builds the config
+from their values, so a new option is one field.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from . import variants as variant_table
 from ..errors import ConfigError
 
-#: The TFLite variants ``optimize`` can produce, in the order they are reported.
-VARIANTS: Tuple[str, ...] = (
-    "baseline-float32",
-    "pruned-float32",
-    "pruned-dynamic",
-    "pruned-int8",
-    "pruned-float16",
-)
+#: The TFLite variants ``optimize`` can produce, in the order they are reported (the names of ``variants.TABLE``).
+VARIANTS: Tuple[str, ...] = variant_table.names()
 
 
 def _check(condition: bool, message: str) -> None:
@@ -37,13 +36,37 @@ def parse_block_size(text: str) -> Tuple[int, int]:
 
 
 def parse_variants(text: str) -> Tuple[str, ...]:
-    """'baseline-float32,pruned-int8' -> a validated tuple in canonical order."""
+    """'pruned-int8, pruned-float32' -> ('pruned-float32', 'pruned-int8'): validated, in table order."""
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    for name in names:
+        variant_table.get(name)  # ConfigError naming the unknown variant and the known ones
     _check(bool(names), "no variants selected")
-    return tuple(name for name in VARIANTS if name in names)
+    return tuple(name for name in variant_table.names() if name in names)
+
+
+def format_block_size(block: Tuple[int, int]) -> str:
+    """(4, 1) -> '4x1'."""
+    return f"{block[0]}x{block[1]}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a config field is set on the command line."""
+
+    names: Tuple[str, ...]
+    help: Optional[str] = None
+    #: The command line's type; default: the field default's type, or ``str`` when ``parse`` is given.
+    type: Optional[type] = None
+    #: Command-line text -> the field's value (raises ConfigError).
+    parse: Optional[Callable[[str], Any]] = None
+    #: The field's default -> the command line's default.
+    show: Optional[Callable[[Any], Any]] = None
+    show_default: bool = True
+
+
+def flag(*names: str, **settings: Any) -> Dict[str, Flag]:
+    """``field(default=..., metadata=flag("--train-epochs", help=...))``: the field is that option."""
+    return {"flag": Flag(names, **settings)}
 
 
 class _Serializable:
@@ -62,8 +85,9 @@ class _Serializable:
 class TrainConfig(_Serializable):
     """How the built-in baseline is trained (ignored when the user brings a model)."""
 
-    epochs: int = 30
-    batch_size: int = 32
+    epochs: int = field(default=30, metadata=flag("--train-epochs", help="Epochs to train the built-in baseline."))
+    batch_size: int = field(default=32, metadata=flag("--batch-size", help="Batch size of the training and of the "
+                                                                           "pruning fine-tune."))
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -83,15 +107,19 @@ class PruneConfig(_Serializable):
     weight buffer (stored [out, in]), which is what makes gzip shrink it.
     """
 
-    initial_sparsity: float = 0.50
-    final_sparsity: float = 0.80
-    epochs: int = 10
-    batch_size: int = 32
+    initial_sparsity: float = field(default=0.50, metadata=flag("--initial-sparsity"))
+    final_sparsity: float = field(default=0.80, metadata=flag("--final-sparsity"))
+    epochs: int = field(default=10, metadata=flag("--prune-epochs", "--epochs", help="Epochs of the pruning fine-tune."))
+    batch_size: int = field(default=32, metadata=flag("--batch-size"))  # the same option as the training's
     learning_rate: float = 5e-4
-    frequency: Optional[int] = None
+    frequency: Optional[int] = field(default=None, metadata=flag(
+        "--frequency", type=int, help="Prune every N steps (default: derived from the data size)."))
     begin_step: int = 0
-    end_fraction: float = 0.6
-    block_size: Tuple[int, int] = (4, 1)
+    end_fraction: float = field(default=0.6, metadata=flag(
+        "--end-fraction", help="Fraction of the fine-tune after which pruning stops and accuracy recovers."))
+    block_size: Tuple[int, int] = field(default=(4, 1), metadata=flag(
+        "--block-size", parse=parse_block_size, show=format_block_size,
+        help="Block of zeros in 2-D (Dense) kernels; 1x1 is unstructured."))
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.initial_sparsity < 1.0, f"initial sparsity must be in [0, 1), got {self.initial_sparsity}")
@@ -114,13 +142,18 @@ class PruneConfig(_Serializable):
 class OptimizeConfig(_Serializable):
     """Everything ``edgeprune optimize`` needs; stored whole in the manifest."""
 
-    out: str = ""
-    model: Optional[str] = None
-    data: Optional[str] = None
-    seed: int = 0
+    out: str = field(default="", metadata=flag("--out", help="Output folder (default: runs/optimize-<time>).",
+                                                show_default=False))
+    model: Optional[str] = field(default=None, metadata=flag(
+        "--model", help="Your Keras model: .keras, .h5 or a SavedModel folder."))
+    data: Optional[str] = field(default=None, metadata=flag(
+        "--data", help=".npz with x_train, y_train, x_test, y_test (default: digits)."))
+    seed: int = field(default=0, metadata=flag("--seed"))
     test_fraction: float = 0.25
     representative_samples: int = 200
-    variants: Tuple[str, ...] = VARIANTS
+    variants: Tuple[str, ...] = field(default=VARIANTS, metadata=flag(
+        "--variants", parse=parse_variants, show=",".join,
+        help="Comma-separated variants to build; the baseline is always built. " + variant_table.help_text() + "."))
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
 
@@ -130,7 +163,7 @@ class OptimizeConfig(_Serializable):
         _check(0.0 < self.test_fraction < 1.0, f"test fraction must be in (0, 1), got {self.test_fraction}")
         _check(self.representative_samples >= 1, "representative samples must be >= 1")
         # The baseline is always converted: every ratio and delta is measured against it.
-        self.variants = parse_variants(",".join(("baseline-float32",) + tuple(self.variants)))
+        self.variants = parse_variants(",".join((variant_table.BASELINE,) + tuple(self.variants)))
         if isinstance(self.train, dict):
             self.train = TrainConfig.from_dict(self.train)
         if isinstance(self.prune, dict):
@@ -150,3 +183,70 @@ class OptimizeConfig(_Serializable):
     def from_dict(cls, data: Dict[str, Any]) -> "OptimizeConfig":
         return super().from_dict(data)  # type: ignore[no-any-return]
 
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """One command-line option, derived from the config field(s) it sets."""
+
+    dest: str
+    flag: Flag
+    type: type
+    default: Any
+    #: The fields it sets, as paths from OptimizeConfig, e.g. ("prune", "epochs"); ``--batch-size`` sets two.
+    targets: Tuple[Tuple[str, ...], ...]
+
+
+def _nested(f: Field) -> Optional[type]:
+    factory = f.default_factory
+    return factory if factory is not MISSING and is_dataclass(factory) else None  # type: ignore[return-value]
+
+
+def _walk(cls: type, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], Field]]:
+    for f in fields(cls):  # type: ignore[arg-type]
+        nested = _nested(f)
+        if nested is not None:
+            yield from _walk(nested, prefix + (f.name,))
+        else:
+            yield prefix + (f.name,), f
+
+
+def cli_options() -> List[CliOption]:
+    """The options of ``edgeprune optimize``, in field order; one flag on several fields is one option."""
+    found: Dict[str, CliOption] = {}
+    for path, f in _walk(OptimizeConfig):
+        spec: Optional[Flag] = f.metadata.get("flag")
+        if spec is None:
+            continue
+        dest = spec.names[0].lstrip("-").replace("-", "_")
+        default = spec.show(f.default) if spec.show and f.default is not None else f.default
+        if dest in found:
+            if found[dest].default != default:
+                raise ConfigError(f"{spec.names[0]} sets fields with different defaults")
+            found[dest] = CliOption(dest, found[dest].flag, found[dest].type, default, found[dest].targets + (path,))
+            continue
+        kind = spec.type or (str if spec.parse or default is None else type(default))
+        found[dest] = CliOption(dest, spec, kind, default, (path,))
+    return list(found.values())
+
+
+def config_from_options(values: Mapping[str, Any]) -> OptimizeConfig:
+    """The config from the options' values (by ``CliOption.dest``); fields without an option keep their default.
+
+    Values are parsed and each config validated in field order, so the first bad option is the one reported.
+    """
+    chosen = {path: (option, values[option.dest]) for option in cli_options() for path in option.targets}
+
+    def build(cls: type, prefix: Tuple[str, ...]) -> Any:
+        kwargs: Dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            path = prefix + (f.name,)
+            nested = _nested(f)
+            if nested is not None:
+                kwargs[f.name] = build(nested, path)
+            elif path in chosen:
+                option, value = chosen[path]
+                kwargs[f.name] = option.flag.parse(value) if option.flag.parse and value is not None else value
+        return cls(**kwargs)
+
+    return build(OptimizeConfig, ())  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""The five TFLite variants.
+"""One TFLite variant from a Keras model, with the converter settings of its row in ``variants.TABLE``.
 
 The converter writes chatter straight to file descriptor 2 from C++; it is captured per conversion so the
 terminal stays readable and a failure can quote what the converter said.
@@ -13,16 +13,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import _tf
+from .variants import Variant, get
 from ..errors import ConversionError
-
-#: What each variant is made from and how.
-DESCRIPTIONS = {
-    "baseline-float32": "baseline model, float32",
-    "pruned-float32": "pruned + stripped, float32",
-    "pruned-dynamic": "pruned, dynamic-range quantization (int8 weights, float activations)",
-    "pruned-int8": "pruned, full integer quantization (int8 weights, activations, input and output)",
-    "pruned-float16": "pruned, float16 weights",
-}
 
 
 @contextlib.contextmanager
@@ -41,16 +33,15 @@ def _captured_stderr() -> Iterator[list]:
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
-def convert_variant(name: str, baseline: Any, pruned: Any, representative: np.ndarray) -> bytes:
-    """Convert one variant; raise ConversionError with the converter's own words on failure."""
-    tf, _ = _tf.load()
-    model = baseline if name == "baseline-float32" else pruned
+def _converter(tf: Any, variant: Variant, model: Any, representative: np.ndarray) -> Any:
+    """A TFLiteConverter for ``model`` set up as the row says (names resolved against tf and tf.lite)."""
+    settings = variant.converter
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if name in ("pruned-dynamic", "pruned-int8", "pruned-float16"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if name == "pruned-float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if name == "pruned-int8":
+    if settings.optimizations:
+        converter.optimizations = [getattr(tf.lite.Optimize, name) for name in settings.optimizations]
+    if settings.supported_types:
+        converter.target_spec.supported_types = [getattr(tf, name) for name in settings.supported_types]
+    if settings.representative_dataset:
         samples = representative.astype(np.float32)
 
         def representative_dataset() -> Iterator[list]:
@@ -58,11 +49,21 @@ def convert_variant(name: str, baseline: Any, pruned: Any, representative: np.nd
                 yield [samples[i : i + 1]]
 
         converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    if name not in DESCRIPTIONS:
-        raise ConversionError(f"unknown variant {name!r}")
+    if settings.supported_ops:
+        converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, name) for name in settings.supported_ops]
+    if settings.input_type:
+        converter.inference_input_type = getattr(tf, settings.input_type)
+    if settings.output_type:
+        converter.inference_output_type = getattr(tf, settings.output_type)
+    return converter
+
+
+def convert_variant(name: str, model: Any, representative: np.ndarray) -> bytes:
+    """Convert ``model`` (the one the row's ``source`` names) to variant ``name``; raise ConversionError with the
+    converter's own words on failure."""
+    variant = get(name)
+    tf, _ = _tf.load()
+    converter = _converter(tf, variant, model, representative)
     with _captured_stderr() as log:
         try:
             flatbuffer = converter.convert()

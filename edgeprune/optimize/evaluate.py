@@ -9,27 +9,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from ..errors import ModelError
+from ..results.manifest import Tensor as TensorInfo  # what the manifest records of an input or output
 
 #: Samples per invoke when the model accepts a resized batch dimension.
 EVAL_BATCH = 256
 
 _TFLITE_DTYPES = {0: np.float32, 1: np.float16, 9: np.int8, 3: np.uint8}
-
-
-@dataclass
-class TensorInfo:
-    dtype: str
-    shape: List[int]
-    scale: float = 0.0
-    zero_point: int = 0
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"dtype": self.dtype, "shape": self.shape, "scale": self.scale, "zero_point": self.zero_point}
 
 
 @dataclass

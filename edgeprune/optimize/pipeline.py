@@ -19,8 +19,10 @@ import numpy as np
 
 from .. import __version__
 from ..results import manifest as manifest_io
+from ..results.manifest import Manifest, VariantEntry
+from . import variants as variant_table
 from .config import OptimizeConfig
-from .convert import DESCRIPTIONS, convert_variant
+from .convert import convert_variant
 from .data import Dataset, load_digits_dataset, load_npz_dataset, write_eval_npz
 from ..errors import ConfigError, EdgepruneError
 from .evaluate import Measurement, measure
@@ -45,8 +47,13 @@ class Progress:
 @dataclass
 class OptimizeResult:
     folder: Path
-    manifest: Dict[str, Any]
+    document: Manifest
     notes: List[str] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Dict[str, Any]:
+        """The manifest as written to manifest.json."""
+        return self.document.to_dict()
 
 
 def library_versions() -> Dict[str, str]:
@@ -87,21 +94,31 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _variant_entry(name: str, file: str, m: Measurement) -> Dict[str, Any]:
-    return {
-        "name": name,
-        "status": "ok",
-        "description": DESCRIPTIONS[name],
-        "file": file,
-        "sha256": m.sha256,
-        "size_bytes": m.size_bytes,
-        "gzip_bytes": m.gzip_bytes,
-        "sparsity": m.sparsity,
-        "accuracy": m.accuracy,
-        "predictions_digest": m.predictions_digest,
-        "input": m.input.to_dict(),
-        "output": m.output.to_dict(),
-    }
+def _ok_entry(name: str, m: Measurement) -> VariantEntry:
+    row = variant_table.get(name)
+    return VariantEntry(
+        name=name, status="ok", description=row.description, file=row.file, sha256=m.sha256,
+        size_bytes=m.size_bytes, gzip_bytes=m.gzip_bytes, sparsity=m.sparsity, accuracy=m.accuracy,
+        predictions_digest=m.predictions_digest, input=m.input, output=m.output,
+    )
+
+
+def _error_entry(name: str, error: str) -> VariantEntry:
+    return VariantEntry(name=name, status="error", description=variant_table.get(name).description, error=error)
+
+
+def _convert_all(names: List[str], model: Any, representative: np.ndarray, contents: Dict[str, bytes],
+                 errors: Dict[str, str], progress: Progress) -> float:
+    """Convert each variant from ``model``: its file content or its error; returns the seconds it took."""
+    t0 = time.perf_counter()
+    for name in names:
+        try:
+            contents[name] = convert_variant(name, model, representative)
+        except EdgepruneError as exc:
+            errors[name] = str(exc)
+            progress.note(str(exc))
+        progress.advance(name)
+    return round(time.perf_counter() - t0, 3)
 
 
 def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> OptimizeResult:
@@ -142,20 +159,18 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
         )
     write_eval_npz(data, folder / EVAL_FILE)
 
-    # Export the baseline before pruning: its weights are the reference for every comparison.
+    # Export the baseline (every variant made from it) before pruning: its weights are the reference for every
+    # comparison, and pruning code must not touch it first.
     contents: Dict[str, bytes] = {}
     errors: Dict[str, str] = {}
     representative = data.x_train[: config.representative_samples]
-    progress.stage("Converting baseline", total=1)
-    try:
-        contents["baseline-float32"] = timed(
-            "convert_baseline", lambda: convert_variant("baseline-float32", baseline, None, representative)
-        )
-    except EdgepruneError as exc:
-        errors["baseline-float32"] = str(exc)
-        progress.note(str(exc))
+    by_source: Dict[str, List[str]] = {source: [] for source in variant_table.SOURCES}
+    for name in config.variants:
+        by_source[variant_table.get(name).source].append(name)
+    progress.stage("Converting baseline", total=len(by_source["baseline"]))
+    timings["convert_baseline"] = _convert_all(by_source["baseline"], baseline, representative, contents, errors,
+                                               progress)
     baseline_weights = [w.copy() for w in baseline.get_weights()]
-    progress.advance()
 
     progress.stage("Pruning (fine-tune)", total=config.prune.epochs)
     pruned = timed(
@@ -170,59 +185,50 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     for note in pruned.notes:
         progress.note(note)
 
-    pruned_variants = [name for name in config.variants if name != "baseline-float32"]
-    progress.stage("Converting variants", total=len(pruned_variants))
-    t0 = time.perf_counter()
-    for name in pruned_variants:
-        try:
-            contents[name] = convert_variant(name, baseline, pruned.model, representative)
-        except EdgepruneError as exc:
-            errors[name] = str(exc)
-            progress.note(str(exc))
-        progress.advance(name)
-    timings["convert"] = round(time.perf_counter() - t0, 3)
+    progress.stage("Converting variants", total=len(by_source["pruned"]))
+    timings["convert"] = _convert_all(by_source["pruned"], pruned.model, representative, contents, errors, progress)
 
     progress.stage("Measuring variants", total=len(contents))
     t0 = time.perf_counter()
-    entries: List[Dict[str, Any]] = []
+    entries: List[VariantEntry] = []
     predictions: Dict[str, np.ndarray] = {}
     for name in config.variants:
         if name in errors:
-            entries.append({"name": name, "status": "error", "description": DESCRIPTIONS[name], "error": errors[name]})
+            entries.append(_error_entry(name, errors[name]))
             continue
         content = contents[name]
-        file = f"{name}.tflite"
-        (folder / file).write_bytes(content)
+        (folder / variant_table.get(name).file).write_bytes(content)
         try:
             measured = measure(content, data.x_test, data.y_test)
         except EdgepruneError as exc:
-            entries.append({"name": name, "status": "error", "description": DESCRIPTIONS[name], "error": str(exc)})
+            entries.append(_error_entry(name, str(exc)))
             progress.note(f"{name}: {exc}")
         else:
-            entries.append(_variant_entry(name, file, measured))
+            entries.append(_ok_entry(name, measured))
             predictions[name] = measured.predictions
         progress.advance(name)
     timings["measure"] = round(time.perf_counter() - t0, 3)
-    np.savez(folder / PREDICTIONS_FILE, **{k.replace("-", "_"): v for k, v in predictions.items()})
+    np.savez(folder / PREDICTIONS_FILE, **{manifest_io.predictions_key(k): v for k, v in predictions.items()})
 
     scores = np.argmax(baseline.predict(data.x_test, verbose=0, batch_size=256), axis=-1)
     keras_accuracy = float(np.mean(scores == data.y_test))
     timings["total"] = round(time.perf_counter() - started, 3)
-    document = {
-        "schema_version": manifest_io.SCHEMA_VERSION,
-        "producer": {"name": "edgeprune", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": config.to_dict(),
-        "versions": library_versions(),
-        "dataset": {**data.describe(), "eval_file": EVAL_FILE, "eval_sha256": _sha256(folder / EVAL_FILE)},
-        "baseline": {"source": source, "params": int(baseline.count_params()), "keras_accuracy": keras_accuracy},
-        "pruning": pruned.to_dict(),
-        "variants": entries,
-        "predictions_file": PREDICTIONS_FILE,
-        "timings": timings,
-    }
-    manifest_io.write(document, folder)
-    return OptimizeResult(folder=folder, manifest=document, notes=list(pruned.notes))
+    document = Manifest(
+        schema_version=manifest_io.SCHEMA_VERSION,
+        producer=manifest_io.Producer(name="edgeprune", version=__version__),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        config=config.to_dict(),
+        versions=library_versions(),
+        dataset=manifest_io.Dataset(**data.describe(), eval_file=EVAL_FILE, eval_sha256=_sha256(folder / EVAL_FILE)),
+        baseline=manifest_io.Baseline(source=source, params=int(baseline.count_params()),
+                                      keras_accuracy=keras_accuracy),
+        pruning=pruned.record(),
+        variants=entries,
+        predictions_file=PREDICTIONS_FILE,
+        timings=timings,
+    )
+    manifest_io.save(document, folder)
+    return OptimizeResult(folder=folder, document=document, notes=list(pruned.notes))
 
 
 def default_out_dir(root: str = "runs") -> str:

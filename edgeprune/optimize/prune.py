@@ -18,6 +18,7 @@ from . import _tf
 from .config import PruneConfig
 from .data import Dataset
 from ..errors import PruningError
+from ..results import manifest
 from .model import EpochCallback, compile_for_training, keras_callback
 
 #: Measured sparsity may fall this far below the target before the pruned model is refused.
@@ -105,15 +106,20 @@ class PruneResult:
         weights = sum(layer.weights for layer in self.layers)
         return sum(layer.zeros for layer in self.layers) / weights if weights else 0.0
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "schedule": self.schedule.to_dict(),
-            "sparsity": self.sparsity,
-            "layers": [
-                {"layer": l.layer, "weights": l.weights, "zeros": l.zeros, "sparsity": l.sparsity} for l in self.layers
+    def record(self) -> manifest.Pruning:
+        """What the manifest records of this pruning."""
+        return manifest.Pruning(
+            schedule=manifest.Schedule(**self.schedule.to_dict()),
+            sparsity=self.sparsity,
+            layers=[
+                manifest.LayerSparsity(layer=l.layer, weights=l.weights, zeros=l.zeros, sparsity=l.sparsity)
+                for l in self.layers
             ],
-            "notes": list(self.notes),
-        }
+            notes=list(self.notes),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.record().to_dict()
 
 
 def clone_with_weights(model: Any) -> Any:

@@ -1,0 +1,100 @@
+"""The TFLite variants ``optimize`` can build: one table, looked up by name.
+
+Adding a variant is adding a row to ``TABLE``: ``convert`` builds the converter from the row's settings,
+``pipeline`` converts it from the model its ``source`` names (baseline rows before pruning starts), and
+``--variants``, ``config.VARIANTS``, the manifest's descriptions and the names a manifest may hold all come
+from here. Nothing here imports TensorFlow: the converter settings name TF attributes as strings, which
+``convert`` resolves (``"DEFAULT"`` is ``tf.lite.Optimize.DEFAULT``, ``"int8"`` is ``tf.int8``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from ..errors import ConfigError
+
+#: The reference variant: always built, and every ratio and delta is measured against it.
+BASELINE = "baseline-float32"
+
+#: The models a variant can be converted from: the trained (or user's) model, or its pruned and stripped clone.
+SOURCES = ("baseline", "pruned")
+
+#: A variant name is also its file name (``<name>.tflite``) and, with ``_`` for ``-``, a key in predictions.npz.
+NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+
+
+@dataclass(frozen=True)
+class ConverterSettings:
+    """What is set on ``tf.lite.TFLiteConverter`` beyond ``from_keras_model``; empty means "leave as is"."""
+
+    #: ``converter.optimizations``: members of ``tf.lite.Optimize``.
+    optimizations: Tuple[str, ...] = ()
+    #: ``converter.target_spec.supported_types``: TF dtype names.
+    supported_types: Tuple[str, ...] = ()
+    #: ``converter.target_spec.supported_ops``: members of ``tf.lite.OpsSet``.
+    supported_ops: Tuple[str, ...] = ()
+    #: Calibrate on the representative samples (``config.representative_samples`` of ``x_train``).
+    representative_dataset: bool = False
+    #: ``converter.inference_input_type`` / ``inference_output_type``: TF dtype names.
+    input_type: Optional[str] = None
+    output_type: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table."""
+
+    name: str
+    description: str
+    source: str
+    converter: ConverterSettings = field(default_factory=ConverterSettings)
+
+    def __post_init__(self) -> None:
+        if not re.match(NAME_PATTERN, self.name):
+            raise ConfigError(f"variant name {self.name!r} must be lower-case words joined by '-'")
+        if self.source not in SOURCES:
+            raise ConfigError(f"variant {self.name!r}: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if not self.description:
+            raise ConfigError(f"variant {self.name!r} has no description")
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.tflite"
+
+
+_DEFAULT = ("DEFAULT",)
+
+#: Every variant, in the order they are built and reported.
+TABLE: Tuple[Variant, ...] = (
+    Variant(BASELINE, "baseline model, float32", "baseline"),
+    Variant("pruned-float32", "pruned + stripped, float32", "pruned"),
+    Variant("pruned-dynamic", "pruned, dynamic-range quantization (int8 weights, float activations)", "pruned",
+            ConverterSettings(optimizations=_DEFAULT)),
+    Variant("pruned-int8", "pruned, full integer quantization (int8 weights, activations, input and output)",
+            "pruned",
+            ConverterSettings(optimizations=_DEFAULT, supported_ops=("TFLITE_BUILTINS_INT8",),
+                              representative_dataset=True, input_type="int8", output_type="int8")),
+    Variant("pruned-float16", "pruned, float16 weights", "pruned",
+            ConverterSettings(optimizations=_DEFAULT, supported_types=("float16",))),
+)
+
+#: The table by name (insertion order is the table's order). Tests may add a row here for their duration.
+REGISTRY: Dict[str, Variant] = {row.name: row for row in TABLE}
+
+
+def names() -> Tuple[str, ...]:
+    """Every variant's name, in table order."""
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> Variant:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown variant {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def help_text() -> str:
+    """The table as the ``--variants`` help lists it."""
+    return "; ".join(f"{row.name}: {row.description}" for row in REGISTRY.values())
