@@ -80,12 +80,15 @@ class Runtime:
             kwargs["experimental_delegates"] = delegates
         return kwargs
 
-    def describe(self) -> Dict[str, Any]:
-        return {"module": self.name, "version": self.version}
-
 
 class _Unavailable(Exception):
     """A runtime that cannot be used here, with the reason why."""
+
+
+def runtime_message(exc: BaseException) -> str:
+    """A runtime's exception text, or the exception's type when it says nothing."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
 
 
 def dist_version(name: str) -> Optional[str]:
