@@ -13,23 +13,33 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .protocol import RUNTIME_MISSING, AgentError
 
-# Preference order for --runtime auto.
-RUNTIME_NAMES: Tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+class RuntimeSpec(NamedTuple):
+    """One TFLite interpreter a device may have: adding a runtime is one row of RUNTIMES.
 
-# Distribution names each module can come from; the first is the canonical
-# one to install.
-DIST_NAMES: Dict[str, Tuple[str, ...]] = {
-    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
-    "tflite_runtime": ("tflite-runtime", "tflite-runtime-nightly"),
-    "tensorflow": (
-        "tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-macos",
-        "intel-tensorflow", "tf-nightly",
-    ),
-}
+    ``api`` is the dotted module path that holds ``Interpreter``; ``extras`` where ``OpResolverType`` and
+    ``load_delegate`` live when that is another module (TensorFlow keeps them in ``lite.experimental``).
+    """
+
+    name: str
+    dists: Tuple[str, ...]  # distribution names; the first is the one to install
+    api: str
+    extras: Optional[str] = None
+
+
+#: In preference order for --runtime auto.
+RUNTIMES: Tuple[RuntimeSpec, ...] = (
+    RuntimeSpec("ai_edge_litert", ("ai-edge-litert", "ai-edge-litert-nightly"), "ai_edge_litert.interpreter"),
+    RuntimeSpec("tflite_runtime", ("tflite-runtime", "tflite-runtime-nightly"), "tflite_runtime.interpreter"),
+    RuntimeSpec("tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-macos",
+                               "intel-tensorflow", "tf-nightly"), "tensorflow.lite", "tensorflow.lite.experimental"),
+)
+RUNTIME_NAMES: Tuple[str, ...] = tuple(spec.name for spec in RUNTIMES)
+DIST_NAMES: Dict[str, Tuple[str, ...]] = {spec.name: spec.dists for spec in RUNTIMES}
+_SPECS: Dict[str, RuntimeSpec] = {spec.name: spec for spec in RUNTIMES}
 
 INSTALL_HINT = (
     "install a TFLite interpreter for this Python: `pip install ai-edge-litert` "
@@ -112,24 +122,27 @@ def _is_installed(name: str) -> bool:
         return False
 
 
+def _resolve(dotted: str) -> Any:
+    """``tensorflow.lite`` (an attribute of the package) or ``tflite_runtime.interpreter`` (a submodule)."""
+    parts = dotted.split(".")
+    obj = importlib.import_module(parts[0])
+    for index, part in enumerate(parts[1:], start=1):
+        found = getattr(obj, part, None)
+        obj = found if found is not None else importlib.import_module(".".join(parts[:index + 1]))
+    return obj
+
+
 def _load(name: str) -> Runtime:
     if not _is_installed(name):
         raise _Unavailable("not installed")
+    spec = _SPECS[name]
     try:
-        if name == "tensorflow":
-            tf = importlib.import_module("tensorflow")
-            lite = tf.lite
-            experimental = getattr(lite, "experimental", None)
-            version = getattr(tf, "__version__", None) or dist_version(name)
-            return Runtime(name, version, lite.Interpreter,
-                           getattr(experimental, "OpResolverType", None),
-                           getattr(experimental, "load_delegate", None))
-        module = importlib.import_module(name + ".interpreter")
+        api = _resolve(spec.api)
+        extras = _resolve(spec.extras) if spec.extras else api
         top = importlib.import_module(name)
         version = dist_version(name) or getattr(top, "__version__", None)
-        return Runtime(name, version, module.Interpreter,
-                       getattr(module, "OpResolverType", None),
-                       getattr(module, "load_delegate", None))
+        return Runtime(name, version, api.Interpreter, getattr(extras, "OpResolverType", None),
+                       getattr(extras, "load_delegate", None))
     except Exception as exc:  # broken wheels fail in many ways (numpy ABI, glibc)
         raise _Unavailable("installed but import failed: %s: %s"
                            % (type(exc).__name__, exc))

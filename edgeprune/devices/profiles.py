@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from device_agent.runtime import RUNTIME_NAMES
+
 from ..errors import ConfigError
 from ..resources import profiles_dir
 
@@ -23,7 +25,8 @@ else:  # pragma: no cover - Python 3.10
 
 PROFILES_DIR = profiles_dir()
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow")
+#: "auto" or a runtime of the agent's own table (device_agent/runtime.py), so a new runtime is one row there.
+RUNTIMES = ("auto",) + RUNTIME_NAMES
 
 #: Inclusive ranges of the integer fields. Beyond them a value is a typo, not a wish: a port SSH cannot use,
 #: more threads than any board has cores, or a benchmark that would not end this year.
