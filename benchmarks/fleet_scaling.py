@@ -1,6 +1,6 @@
 """Fleet bench wall time for N = 1, 8 and 32 loopback sshd devices, and the gain from cached files.
 
-Every device is a real OpenSSH server on 127.0.0.1 (tests/sshlab.py) whose remote Python is this venv's. Each
+Every device is a real OpenSSH server on 127.0.0.1 (tests/support/sshlab.py), its remote Python this venv's. Each
 device measures one small variant with few invokes, so the figure is mostly edgeprune's own orchestration (SSH
 handshakes, hashing, SFTP, one agent start per variant). The "transfer" columns are the phase after the SSH
 handshake: the hash check of what is already there, uploads and their verification. On loopback every device's
@@ -22,16 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from sshlab import ClientKeys, SshdDevice, stop_all  # noqa: E402
-
-import edgeprune  # noqa: E402,F401
-from _runfolder import run_folder  # noqa: E402
-from edgeprune.devices.profiles import load_profile  # noqa: E402
-from edgeprune.devices.fleet import bench  # noqa: E402
+import edgeprune  # noqa: F401
+from _runfolder import run_folder  # also puts tests/ on sys.path, for support
+from edgeprune.devices.fleet import bench
+from edgeprune.devices.profiles import load_profile
+from support.sshlab import ClientKeys, SshdDevice, stop_all
 
 
 def main() -> int:

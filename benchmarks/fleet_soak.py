@@ -1,6 +1,6 @@
 """Soak: 64 lab devices through 3 consecutive fleet benches; results stored / expected, wall time, peak memory.
 
-Each device is a lab device (tests/lab_devices.py): by default a real OpenSSH server on 127.0.0.1 running the agent
+Each device is a lab device (tests/support/lab/): by default a real OpenSSH server on 127.0.0.1 running the agent
 with this venv's Python; `--kinds loopback,pi39,netns` cycles through lab kinds instead.
 Every run is a new `bench` (new run id) in one SQLite file, as a nightly job would do. Prints, per run, the pairs
 stored as ok against the pairs expected (goal: 100%), the wall time, and at the end the host process's peak RSS.
@@ -19,16 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from lab_devices import start_lab  # noqa: E402
-
-import edgeprune  # noqa: E402,F401
-from _runfolder import run_folder  # noqa: E402
-from edgeprune.devices.profiles import load_fleet  # noqa: E402
-from edgeprune.devices.fleet import bench  # noqa: E402
+import edgeprune  # noqa: F401
+from _runfolder import run_folder  # also puts tests/ on sys.path, for support
+from edgeprune.devices.fleet import bench
+from edgeprune.devices.profiles import load_fleet
+from support.lab import start_lab
 
 
 def main() -> int:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from lab_devices import KINDS, Lab, LinkSpec, lab  # noqa: E402
+import _runfolder  # noqa: E402,F401  (puts tests/ on sys.path, for support)
+from support.lab import KINDS, Lab, LinkSpec, lab  # noqa: E402
 
 
 def _interrupt(signum: int, frame: object) -> None:

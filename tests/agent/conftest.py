@@ -3,7 +3,7 @@
 The agent is only ever run as a subprocess, in two real environments:
 ``host`` (this venv: Python 3.11, ai-edge-litert, TensorFlow installed) and
 ``pi`` (a cached Python 3.9 venv with tflite-runtime 2.14.0 and numpy<2 and
-no TensorFlow, like a Raspberry Pi OS Bullseye device; see tests/agent_envs.py).
+no TensorFlow, like a Raspberry Pi OS Bullseye device; see tests/support/agent_envs.py).
 
 Test dependencies beyond the host venv: ``vermin`` (``.venv/bin/pip install
 vermin``) for the Python-3.9 compatibility check, and a Python 3.9
@@ -21,15 +21,9 @@ from typing import Dict, List
 
 import pytest
 
-_TESTS_DIR = Path(__file__).resolve().parents[1]
-if str(_TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(_TESTS_DIR))
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
-
-import agent_envs  # noqa: E402
-from agent_harness import VARIANTS, reference_predictions  # noqa: E402
+from support import agent_envs
+from support.agent_harness import VARIANTS, reference_predictions
+from support.paths import SUPPORT_DIR
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,9 +69,9 @@ def env(request: pytest.FixtureRequest) -> AgentEnv:
 @pytest.fixture(scope="session")
 def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """float32/dynamic/int8/float16 .tflite + eval.npz, built with TensorFlow
-    in a separate process (see model_factory.py for why)."""
+    in a separate process (see tests/support/model_factory.py for why)."""
     out = tmp_path_factory.mktemp("variants")
-    proc = subprocess.run([sys.executable, str(_HERE / "model_factory.py"), str(out)],
+    proc = subprocess.run([sys.executable, str(SUPPORT_DIR / "model_factory.py"), str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, "building test models failed:\n" + proc.stderr[-5000:]
     for name in VARIANTS:

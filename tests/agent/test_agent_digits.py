@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_harness import run_folder, validate
+from support.agent_harness import run_folder, validate
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from agent_harness import run_agent, validate
+from support.agent_harness import run_agent, validate
 
 EXIT = {"internal": 1, "bad-arguments": 2, "runtime-missing": 3, "model-load": 4,
         "data-mismatch": 5, "delegate": 6}

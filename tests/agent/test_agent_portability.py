@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import agent_envs
-from agent_harness import AGENT_DIR, agent_env, run_agent, validate
+from support import agent_envs
+from support.agent_harness import AGENT_DIR, agent_env, run_agent, validate
 
 ALLOWED_THIRD_PARTY = {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from importlib import metadata
 
-from agent_harness import run_agent, validate
+from support.agent_harness import run_agent, validate
 
 
 def _by_module(doc):

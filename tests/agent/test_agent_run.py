@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent_harness import REPO_ROOT, VARIANTS, imported_modules, predictions_digest, run_agent, validate
+from support.agent_harness import REPO_ROOT, VARIANTS, imported_modules, predictions_digest, run_agent, validate
 
 FAST = ["--warmup", "3", "--runs", "30"]
 

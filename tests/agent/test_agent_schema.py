@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from agent_harness import SCHEMA_PATH, run_agent, validate
+from support.agent_harness import SCHEMA_PATH, run_agent, validate
 
 
 @pytest.fixture(scope="module")

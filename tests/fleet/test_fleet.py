@@ -4,65 +4,19 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import pytest
 
-from sshlab import write_fleet
+from support.cli import EDGEPRUNE, bench, start_bench
+from support.sshlab import write_fleet
+from support.store_rows import by_pair, copy_run, rows, variant_names, wait_for_rows
 
 pytestmark = pytest.mark.slow
-EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
-
-
-def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([*EDGEPRUNE, "bench", *args, "-q"], capture_output=True, text=True, timeout=timeout)
-
-
-def rows(db: Path, run_id: int = None) -> List[sqlite3.Row]:
-    conn = sqlite3.connect(str(db))
-    conn.row_factory = sqlite3.Row
-    query = "SELECT * FROM results" + (" WHERE run_id = ?" if run_id else "") + " ORDER BY device, variant"
-    result = list(conn.execute(query, (run_id,) if run_id else ()))
-    conn.close()
-    return result
-
-
-def variant_names(manifest: Dict) -> List[str]:
-    return [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
-
-
-def start_bench(folder: Path, fleet: Path, db: Path) -> subprocess.Popen:
-    """``edgeprune bench`` in the background, for tests that strike while it runs."""
-    return subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_rows(db: Path, proc: subprocess.Popen, condition, timeout: float = 300) -> None:
-    """Poll the store until ``condition(rows)`` holds; kill the bench and fail if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db.exists() and condition(rows(db)):
-            return
-        time.sleep(0.1)
-    proc.kill()
-    pytest.fail("the store never reached the expected state")
-
-
-def copy_run(folder: Path, dest: Path) -> Path:
-    dest.mkdir()
-    for item in folder.iterdir():
-        if item.is_file():
-            (dest / item.name).write_bytes(item.read_bytes())
-    return dest
-
-
-def by_pair(result_rows: List[sqlite3.Row]) -> Dict[Tuple[str, str], sqlite3.Row]:
-    return {(r["device"], r["variant"]): r for r in result_rows}
 
 
 def test_mixed_fleet_stores_every_pair(digits_run, make_device, pi_python, tmp_path):
@@ -126,7 +80,7 @@ def test_changed_host_key_is_always_refused(digits_run, make_device, tmp_path):
     device.stop()
     for suffix in ("", ".pub"):
         Path(str(device.host_key) + suffix).unlink()
-    from sshlab import keygen
+    from support.sshlab import keygen
 
     keygen(device.host_key)
     device.start()

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshlab import write_fleet
-from test_fleet import bench, by_pair, rows, start_bench, variant_names, wait_for_rows
+from support.cli import bench, start_bench
+from support.sshlab import write_fleet
+from support.store_rows import by_pair, rows, variant_names, wait_for_rows
 
 HOSTILE = {
     # what the fake agent does instead of (or to) the real agent's output

@@ -4,8 +4,9 @@ Every other SSH test logs in as root with an absolute workdir; a user copies pro
 host, port, user, key and known_hosts, and keeps ``workdir = ".edgeprune"`` (relative to the login's home) and
 ``python = "python3"`` (found on the login shell's PATH). With those, every pair once ended as ``model file not found``
 while ``bench`` exited 0 and ``devices check`` said ok. These tests run the shipped files on login devices
-(tests/login_device.py: a per-device user with its own home and ``.bashrc``), and the fleet example as shipped with
-only its addresses changed, from a client home holding the key, known_hosts and ssh config the files name.
+(tests/support/login_device.py: a per-device user with its own home and ``.bashrc``), and the fleet example as
+shipped with only its addresses changed, from a client home holding the key, known_hosts and ssh config the files
+name.
 All traffic stays on 127.0.0.1.
 """
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import Dict, List
 
 import pytest
 
-from login_device import ClientHome, LoginDevice
-from sshlab import copy_fleet_example, copy_profile, tomllib
-from test_fleet import by_pair, rows, variant_names
+from support.cli import EDGEPRUNE
+from support.login_device import ClientHome, LoginDevice
+from support.sshlab import copy_fleet_example, copy_profile, tomllib
+from support.store_rows import by_pair, outcome, rows, variant_names
 
 pytestmark = pytest.mark.slow
-EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
 HOST_PYTHON = sys.executable
 #: A float and an int8 variant, where the point of a test is the way to the device rather than the variant list.
 TWO_VARIANTS = "pruned-float32,pruned-int8"
@@ -40,10 +41,6 @@ def edgeprune(client_home: ClientHome, *args: str, timeout: float = 600) -> subp
 def stored_pairs(db: Path, proc: subprocess.CompletedProcess) -> Dict:
     assert db.exists(), f"bench stored nothing (exit {proc.returncode}): {proc.stderr[-2000:]}"
     return by_pair(rows(db))
-
-
-def outcome(row) -> str:
-    return f"{row['status']} / {row['error_kind']}: {row['error_message']}"
 
 
 def shipped_copy(device: LoginDevice, tmp_path: Path, name: str = PI4) -> Path:

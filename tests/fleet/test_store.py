@@ -9,16 +9,7 @@ import pytest
 from edgeprune import store as store_module
 from edgeprune.errors import StoreError
 from edgeprune.results.store import SCHEMA_VERSION, Store
-
-MANIFEST = {
-    "baseline": {"source": "built-in"},
-    "dataset": {"name": "digits"},
-    "variants": [
-        {"name": "baseline-float32", "status": "ok", "file": "b.tflite", "sha256": "0" * 64, "size_bytes": 100,
-         "gzip_bytes": 90, "sparsity": 0.0, "accuracy": 0.98, "predictions_digest": "0" * 16},
-        {"name": "pruned-int8", "status": "error", "error": "conversion failed"},
-    ],
-}
+from support.manifests import MANIFEST
 
 
 @pytest.fixture

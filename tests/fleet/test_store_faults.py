@@ -20,7 +20,7 @@ import pytest
 
 from edgeprune.errors import StoreError
 from edgeprune.results.store import Store
-from test_store import MANIFEST
+from support.manifests import MANIFEST
 
 #: Holds an exclusive lock on argv[1] for argv[3] seconds, then commits; "wal" first switches the file to WAL.
 LOCKER = """

@@ -1,17 +1,15 @@
 """Fixtures for the lab tests: the emulated Raspberry Pi (built once, cached in .cache/pi-arm64) and labs of
 real SSH devices (loopback, Pi-like 3.9, emulated aarch64, network-namespaced) that are torn down after each test,
-pass or fail. Leftovers of a crashed earlier run are removed at session start."""
+pass or fail. Leftovers of a crashed earlier run are removed at session start (only in sessions that run lab
+tests: this folder's fixtures; the shared ones are in tests/conftest.py)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lab_devices import Lab, LinkSpec, PiArm64, build_pi_arm64, cleanup_leftovers, start_lab  # noqa: E402
+from support.lab import Lab, LinkSpec, PiArm64, build_pi_arm64, cleanup_leftovers, start_lab
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,11 +17,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 
-from lab_devices import LinkSpec, NetnsDevice, build_pi_arm64, lab, wait_for_ssh
+from support.cli import EDGEPRUNE
+from support.lab import LinkSpec, NetnsDevice, build_pi_arm64, lab, wait_for_ssh
+from support.paths import RAW_OUTPUTS, REPO_ROOT, support_env
 
 pytestmark = pytest.mark.slow
-EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
-RAW_OUTPUTS = Path(__file__).resolve().parent / "raw_outputs.py"
 
 
 def edgeprune(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -124,15 +124,15 @@ def test_emulated_pi_outputs_match_x86(digits_run, pi_arm64, tmp_path):
     """Beyond labels: the raw outputs of tflite-runtime 2.14 on aarch64 (emulated) and on x86. int8 is integer
     arithmetic and must be bit-identical; float kernels differ (NEON vs AVX, XNNPACK) only in rounding."""
     folder, manifest = digits_run
-    from agent_envs import pi_like_python
+    from support.agent_envs import pi_like_python
 
     models = [f"{v['name']}={folder / v['file']}" for v in manifest["variants"] if v["status"] == "ok"]
     outputs = {}
     for label, python in (("arm64", pi_arm64.python), ("x86", pi_like_python())):
         out = tmp_path / f"{label}.npz"
         started = time.monotonic()
-        subprocess.run([str(python), str(RAW_OUTPUTS), str(out), str(folder / "eval.npz"), *models], check=True,
-                       capture_output=True, timeout=1200)
+        subprocess.run([str(python), "-m", RAW_OUTPUTS, str(out), str(folder / "eval.npz"), *models], check=True,
+                       capture_output=True, timeout=1200, cwd=str(REPO_ROOT))
         print(f"raw outputs on {label}: {time.monotonic() - started:.1f} s")
         outputs[label] = dict(np.load(out))
     arm, x86 = outputs["arm64"], outputs["x86"]
@@ -242,13 +242,12 @@ def test_lab_removes_everything_even_when_the_body_fails(tmp_path):
 def test_leftovers_of_a_killed_run_are_removed(tmp_path):
     """A lab whose process was SIGKILLed leaves its namespace, veth, fallback route and an orphaned sshd behind;
     the next session's cleanup (by name prefix, owner pid gone) removes them all."""
-    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
-              "from lab_devices import LinkSpec, start_lab\n"
+    script = ("from support.lab import LinkSpec, start_lab\n"
               f"running = start_lab(['netns'], {str(tmp_path)!r}, LinkSpec(loss_percent=1))\n"
               "d = running.devices[0]\n"
               "print(d.netns, d.veth_host, d.subnet, d.process.pid, flush=True)\n"
               "import time; time.sleep(600)\n")
-    crashed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    crashed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=support_env())
     try:
         netns, veth, subnet, sshd_pid = crashed.stdout.readline().split()
     finally:
@@ -257,7 +256,7 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path):
     assert netns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert Path(f"/proc/{sshd_pid}").exists()  # orphaned, still serving
 
-    from lab_devices import cleanup_leftovers
+    from support.lab import cleanup_leftovers
 
     removed = cleanup_leftovers()
     assert netns in removed

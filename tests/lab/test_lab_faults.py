@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
-from lab_devices import LinkSpec, NetnsDevice
+from support.cli import EDGEPRUNE
+from support.lab import LinkSpec, NetnsDevice
 
 pytestmark = pytest.mark.slow
-EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
 
 
 def results(db: Path) -> List[sqlite3.Row]:

@@ -2,24 +2,15 @@
 device that is down (every pair failed, with its reason)."""
 from __future__ import annotations
 
-import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, NamedTuple
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fleet.conftest import client_keys, make_device  # noqa: E402,F401  (fixtures reused by the report tests)
-from sshlab import ClientKeys, SshdDevice, stop_all, write_fleet  # noqa: E402
-
-EDGEPRUNE = [sys.executable, "-m", "edgeprune"]
-
-
-def edgeprune(*args: str, timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run([*EDGEPRUNE, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+from support.cli import edgeprune
+from support.sshlab import ClientKeys, SshdDevice, stop_all, write_fleet
+from support.store_rows import latest_run_id
 
 
 class BenchDb(NamedTuple):
@@ -28,14 +19,6 @@ class BenchDb(NamedTuple):
     folder: Path
     manifest: Dict[str, Any]
     devices: Dict[str, SshdDevice]
-
-
-def latest_run_id(db: Path) -> int:
-    conn = sqlite3.connect(str(db))
-    try:
-        return int(conn.execute("SELECT max(id) FROM runs").fetchone()[0])
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

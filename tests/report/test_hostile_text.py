@@ -17,7 +17,6 @@ from typing import Dict, NamedTuple
 
 import pandas as pd
 import pytest
-from conftest import edgeprune
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -28,6 +27,7 @@ from edgeprune import plots
 from edgeprune.cli.display import FleetDisplay, RichProgress, variants_table
 from edgeprune.results.store import Store
 from edgeprune.text import clean, for_csv, for_html, for_markdown, for_matplotlib, for_rich
+from support.cli import edgeprune
 
 MARKUP = "[/] [link=http://evil]x[/link] [bold red]boom[/]"
 ESCAPES = "\x1b]0;pwned\x07 \x1b[2J \r\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\ \x9b31m \u202etxt.exe"

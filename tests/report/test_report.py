@@ -13,11 +13,12 @@ from typing import Dict, Tuple
 
 import pandas as pd
 import pytest
-from conftest import edgeprune, latest_run_id
 
 import edgeprune as edgeprune_api
 from edgeprune import plots
 from edgeprune.report.compare import compare_runs
+from support.cli import edgeprune
+from support.store_rows import latest_run_id
 
 pytestmark = pytest.mark.slow
 DEVICES = {"local", "ssh-up", "ssh-down"}
@@ -141,7 +142,7 @@ def test_compare_two_runs(bench_db, tmp_path):
 
 
 def test_a_run_with_only_failures_shows_a_table_of_failures(digits_run, make_device, tmp_path):
-    from sshlab import write_fleet
+    from support.sshlab import write_fleet
 
     dead = make_device("dead", start=False)
     fleet = write_fleet(tmp_path / "fleet.toml", [dead])

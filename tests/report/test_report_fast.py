@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import edgeprune
 
 from edgeprune import stats
 from edgeprune.results.store import Store
+from support.cli import edgeprune
 
 
 def test_bootstrap_interval_holds_the_median_and_narrows_with_more_samples():

@@ -4,9 +4,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import edgeprune
 
 from edgeprune import plots
+from support.cli import edgeprune
 
 pytestmark = pytest.mark.slow
 

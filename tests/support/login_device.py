@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional
 
-from sshlab import ClientKeys, SshdDevice
+from support.sshlab import ClientKeys, SshdDevice
 
 USER_PREFIX = "eptest-"
 USER_RE = re.compile(r"^eptest-(\d+)-\d+$")
@@ -103,7 +103,7 @@ class LoginDevice(SshdDevice):
         python3 = self.bin / "python3"
         python3.write_text(f'#!/bin/sh\nexec {self.python} "$@"\n')
         python3.chmod(0o755)
-        lines = ["# written by tests/login_device.py: what ~/.bashrc does for `ssh host command` on a Pi",
+        lines = ["# written by tests/support/login_device.py: what ~/.bashrc does for `ssh host command` on a Pi",
                  f'export PATH="{self.bin}:$PATH"']
         if self.banner is not None:
             lines.append(f"echo {_shell_quote(self.banner)}")

@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PI_VENV_DIR = REPO_ROOT / ".cache" / "venv-pi39"
+from support.paths import CACHE_DIR
+
+PI_VENV_DIR = CACHE_DIR / "venv-pi39"
 
 # What a Raspberry Pi OS Bullseye device typically has: the last
 # tflite-runtime release and a numpy 1.x (tflite-runtime 2.14 is built
@@ -117,5 +118,5 @@ def _run(cmd: List[str]) -> None:
         )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # cd tests && python -m support.agent_envs: build it, print its python
     print(pi_like_python())

@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from sshlab import SshdDevice
+from support.sshlab import SshdDevice
 
 HOST_PYTHON = sys.executable
-EDGEPRUNE = [HOST_PYTHON, "-m", "edgeprune"]
+#: Two variants in manifest order (the host measures them in that order): the first is the one a wrapper attacks.
+FIRST, SECOND = "pruned-float32", "pruned-int8"
+TWO = f"{FIRST},{SECOND}"
 
 #: The wrapper's own prelude: ``real()`` runs the real agent (unframed) and returns its document, ``emit(doc)``
 #: or ``emit(text=...)`` prints a forged reply the way the host asked for it, ``model_sha()`` names the model.
@@ -89,21 +91,6 @@ def client_env(home: Path) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["HOME"] = str(home)
     return env
-
-
-def run_cli(cwd: Path, *args: str, env: Optional[Dict[str, str]] = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m edgeprune ARGS`` from ``cwd``, outside the repository: ``python -m`` puts its working folder first
-    on sys.path, so from the repository root the repository's package would shadow a PYTHONPATH (the suite is
-    checked against an older tree by setting PYTHONPATH to it)."""
-    return subprocess.run([*EDGEPRUNE, *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
-                          env=env)
-
-
-def start_cli(cwd: Path, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-    """``run_cli`` in the background, for tests that strike while it runs."""
-    return subprocess.Popen([*EDGEPRUNE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=str(cwd), env=env)
 
 
 # -- processes on a loopback device ------------------------------------------------------------------------------

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from support.paths import PROFILES_DIR
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SSHD = "/usr/sbin/sshd"
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 FLEET_EXAMPLE = PROFILES_DIR / "fleet.example.toml"
 #: What docs/devices.md tells a user to change in a copy of a shipped profile; a test that needs to change more
 #: is no longer testing what users run (issue 10), so copy_profile refuses anything else.

@@ -3,20 +3,21 @@
 Run by the lab tests under two Pythons (the emulated aarch64 Pi and the x86 Pi-like venv) to compare what the
 same runtime computes on both architectures, beyond the predicted labels the agent reports:
 
-    python raw_outputs.py OUT.npz EVAL.npz NAME=MODEL.tflite ...
+    cd REPO_ROOT && python -m tests.support.raw_outputs OUT.npz EVAL.npz NAME=MODEL.tflite ...
+
+Run as a module from the repository root (``RAW_OUTPUTS`` and ``REPO_ROOT`` in support.paths), so ``device_agent``
+is found on sys.path as the agent itself finds it; support/__init__.py imports nothing, as those Pythons have only
+numpy and tflite-runtime.
 
 OUT.npz holds, per model NAME, the raw output tensor for every eval sample (batch 1, one thread, the input
 prepared exactly as the device agent does), or ``NAME.error`` with the load error.
 """
-import os
 import sys
 
 import numpy as np
+from tflite_runtime.interpreter import Interpreter
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from device_agent.bench import prepare_inputs  # noqa: E402
-from tflite_runtime.interpreter import Interpreter  # noqa: E402
+from device_agent.evaldata import prepare_inputs
 
 
 def outputs(model, x):

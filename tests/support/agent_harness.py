@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from support.paths import REPO_ROOT
+
 AGENT_DIR = REPO_ROOT / "device_agent"
 SCHEMA_PATH = REPO_ROOT / "schemas" / "agent-result.schema.json"
 
