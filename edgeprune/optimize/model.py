@@ -7,10 +7,10 @@ quantization show what they do to a file's size.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 from . import _tf
-from .config import TrainConfig
+from .config import PruneConfig, TrainConfig
 from .data import Dataset
 from ..errors import ModelError
 
@@ -60,6 +60,13 @@ def train_baseline(data: Dataset, config: TrainConfig, seed: int, on_epoch: Opti
     _, keras = _tf.load()
     keras.utils.set_random_seed(seed)
     model = build_default_model(data.input_shape, data.num_classes)
+    fit(model, data, config, on_epoch)
+    return model
+
+
+def fit(model: Any, data: Dataset, config: Union[TrainConfig, PruneConfig], on_epoch: Optional[EpochCallback] = None,
+        callbacks: Sequence[Any] = ()) -> None:
+    """Compile ``model`` and fit it on the training arrays with the config's epochs, batch size and learning rate."""
     compile_for_training(model, config.learning_rate)
     model.fit(
         data.x_train,
@@ -68,9 +75,8 @@ def train_baseline(data: Dataset, config: TrainConfig, seed: int, on_epoch: Opti
         batch_size=config.batch_size,
         verbose=0,
         shuffle=True,
-        callbacks=keras_callback(on_epoch),
+        callbacks=list(callbacks) + keras_callback(on_epoch),
     )
-    return model
 
 
 def load_model(path: str) -> Any:

@@ -19,7 +19,7 @@ from .config import PruneConfig
 from .data import Dataset
 from ..errors import PruningError
 from ..results import manifest
-from .model import EpochCallback, compile_for_training, keras_callback
+from .model import EpochCallback, fit
 
 #: Measured sparsity may fall this far below the target before the pruned model is refused.
 SPARSITY_TOLERANCE = 0.05
@@ -206,16 +206,7 @@ def prune(model: Any, data: Dataset, config: PruneConfig, seed: int, on_epoch: O
     notes: List[str] = []
     keras.utils.set_random_seed(seed)
     wrapped, prunable_weights = _wrap(clone_with_weights(model), schedule, config, notes)
-    compile_for_training(wrapped, config.learning_rate)
-    wrapped.fit(
-        data.x_train,
-        data.y_train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        verbose=0,
-        shuffle=True,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()] + keras_callback(on_epoch),
-    )
+    fit(wrapped, data, config, on_epoch, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     layers = measure_sparsity(stripped, prunable_weights)
     result = PruneResult(stripped, schedule, layers, notes)
