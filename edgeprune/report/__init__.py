@@ -1,7 +1,13 @@
 """report: the comparison table built from the store alone, and its views (terminal, CSV, Markdown, HTML, PNG).
 
-Never re-measures and never imports TensorFlow or paramiko.
+Never re-measures and never imports TensorFlow or paramiko. By job: ``columns`` describes every column once and
+picks the latency unit; ``frame`` builds the table (``load``, ``compare``, ``list_runs``); ``views`` formats it per
+device for ``terminal``, ``markdown`` and ``html``; ``plots`` draws it; ``export`` writes the files; ``diff`` sets
+two runs side by side; ``stats`` holds the bootstrap. (``compare`` here is the function, so no module bears its
+name.)
 """
-from .table import FORMATS, compare, default_out, list_runs, load, parse_formats, print_report, write
+from .export import FORMATS, default_out, parse_formats, write
+from .frame import compare, list_runs, load
+from .terminal import print_report
 
 __all__ = ["FORMATS", "compare", "default_out", "list_runs", "load", "parse_formats", "print_report", "write"]

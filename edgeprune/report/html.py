@@ -6,11 +6,10 @@ from html import escape
 from pathlib import Path
 from typing import Any, Dict
 
-from .table import LEGEND, RunReport, groups
+from .columns import LEGEND
+from .frame import RunReport
+from .views import Group, groups
 from ..text import for_html
-
-#: Figures that do not depend on the device: a failed pair still shows them, and its reason spans the rest.
-HOST_COLUMNS = ("variant", "status", "size KB", "gzip KB", "gzip ratio", "sparsity", "host acc")
 
 CSS = """
 body { font: 13px/1.4 system-ui, sans-serif; margin: 20px; color: #222; }
@@ -32,10 +31,11 @@ def _cells(row: Dict[str, Any], columns: Any) -> str:
     return "".join(f'<td class="{_align(c)}">{for_html(row[c])}</td>' for c in columns)
 
 
-def _table(group: Any) -> str:
+def _table(group: Group) -> str:
+    """A failed pair shows the host's figures (``group.host``), and its reason spans the rest of the row."""
     columns = list(group.table.columns)
     reasons = {variant: (status, reason) for variant, status, reason in group.failures}
-    host = [c for c in columns if c in HOST_COLUMNS]
+    host = [c for c in columns if c in group.host]
     rest = len(columns) - len(host)
     head = "".join(f'<th class="{_align(c)}">{for_html(c)}</th>' for c in columns)
     if reasons and not rest:  # nothing was measured on this device: the reasons get a column of their own

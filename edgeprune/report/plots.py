@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from .columns import latency_unit
 from ..text import for_matplotlib
 
 SIZE: Tuple[float, float] = (10.0, 5.0)  # inches
@@ -22,10 +23,6 @@ DPI = 100
 PIXELS = (int(SIZE[0] * DPI), int(SIZE[1] * DPI))
 NEAR = 0.06
 FILES = {"latency": "latency.png", "size_latency": "size_latency.png"}
-
-
-def _unit(ok: Any) -> Tuple[str, float]:
-    return ("ms", 1000.0) if ok["p50_us"].median() >= 1000 else ("µs", 1.0)
 
 
 def _log_if_wide(axis: Any, values: Any, set_scale: Any) -> None:
@@ -38,7 +35,7 @@ def latency_figure(frame: Any) -> Any:
     from matplotlib.figure import Figure
 
     ok = frame[frame["status"] == "ok"]
-    unit, scale = _unit(ok)
+    unit, scale = latency_unit(ok["p50_us"])
     variants = list(dict.fromkeys(frame["variant"]))
     devices = list(dict.fromkeys(ok["device"]))
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
@@ -88,7 +85,7 @@ def size_latency_figure(frame: Any) -> Any:
     from matplotlib.figure import Figure
 
     ok = frame[frame["status"] == "ok"]
-    unit, scale = _unit(ok)
+    unit, scale = latency_unit(ok["p50_us"])
     devices = list(dict.fromkeys(ok["device"]))
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from . import stats
-from .table import load
+from .columns import latency_unit
+from .frame import load
 from ..text import for_rich
 
 KEEP = ("device", "variant", "status", "runtime", "runtime_version", "size_kb", "device_accuracy", "p50_us")
@@ -56,7 +57,7 @@ def print_comparison(db: "str | Path", run_a: int, run_b: int, console: Any) -> 
     console.print(f"[bold]edgeprune report --compare {run_a} {run_b}[/]: change from run {run_a} to run {run_b}",
                   highlight=False)
     for device, rows in frame.groupby("device", sort=False):
-        unit, scale = ("ms", 1000.0) if max(rows["p50_us_a"].max(), rows["p50_us_b"].max()) >= 1000 else ("µs", 1.0)
+        unit, scale = latency_unit([*rows["p50_us_a"], *rows["p50_us_b"]])
         table = Table(title=for_rich(device), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("variant", f"status {run_a} → {run_b}", f"runtime {run_a} → {run_b}", f"p50 {unit} {run_a}",
                        f"p50 {unit} {run_b}", "p50 change", "Δ acc pts", "size change"):
