@@ -38,7 +38,8 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.EnvBuilder(with_pip=True).create(env)
     (_site_packages(env) / "edgeprune-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index",
-                              "--quiet", str(wheel)], capture_output=True, text=True, timeout=600)
+                              "--quiet", str(wheel)], capture_output=True, text=True, timeout=600, cwd=str(root),
+                             env=_clean_env())
     assert install.returncode == 0, install.stdout + install.stderr
     return env
 
