@@ -240,9 +240,9 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
         else:
             if folder is None or not devices:
                 raise ConfigError("bench needs a run folder and at least one device")
-            manifest = manifest_io.read(folder)
+            manifest = manifest_io.load(folder)
             known, done = set(), set()
-        names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+        names = [v.name for v in manifest.ok_variants()]
         if resume is not None:  # the run is what it was: its own selection of variants, or a part of it
             chosen = json.loads(store.run(resume)["options_json"] or "{}").get("variants")
             names = [n for n in names if chosen is None or n in chosen]
@@ -255,7 +255,7 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
         inputs = run_inputs(folder, manifest, names)
         local_bad = local_mismatches(inputs)
         if resume is None:
-            run_id = store.create_run(str(folder.resolve()), manifest, {"jobs": jobs, "variants": names})
+            run_id = store.create_run(str(folder.resolve()), manifest.to_dict(), {"jobs": jobs, "variants": names})
         for device in devices:
             if device.name not in known:
                 store.add_device(run_id, device.name, device.kind, device.address, device.tags, device.to_dict())

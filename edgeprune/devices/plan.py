@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..results import manifest as manifest_io
+from ..results.manifest import Manifest, predictions_key
 from ..results.agent_result import Expected
 from ..results.store import Store
 from .bundle import FileSpec, sha256_file
@@ -23,19 +24,19 @@ class RunInputs:
     """What every worker needs from the run folder, read and checked once on the host."""
 
     folder: Path
-    manifest: Dict[str, Any]
+    manifest: Manifest
     eval_spec: FileSpec
     specs: Dict[str, FileSpec]
     expected: Dict[str, Expected]
     host_predictions: Dict[str, np.ndarray]
 
 
-def _load_host_predictions(folder: Path, manifest: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    path = folder / manifest.get("predictions_file", "predictions.npz")
+def _load_host_predictions(folder: Path, manifest: Manifest, names: Sequence[str]) -> Dict[str, np.ndarray]:
+    path = folder / (manifest.predictions_file or "predictions.npz")
     if not path.is_file():
         return {}
     with np.load(path) as npz:
-        return {key.replace("_", "-"): npz[key] for key in npz.files}
+        return {name: npz[predictions_key(name)] for name in names if predictions_key(name) in npz.files}
 
 
 def _eval_labels(path: Path) -> Optional[np.ndarray]:
@@ -46,15 +47,14 @@ def _eval_labels(path: Path) -> Optional[np.ndarray]:
         return None
 
 
-def run_inputs(folder: Path, manifest: Dict[str, Any], names: Sequence[str]) -> RunInputs:
-    dataset = manifest["dataset"]
-    eval_spec = FileSpec(folder / dataset["eval_file"], dataset["eval_sha256"], ".npz")
+def run_inputs(folder: Path, manifest: Manifest, names: Sequence[str]) -> RunInputs:
+    dataset = manifest.dataset
+    eval_spec = FileSpec(folder / dataset.eval_file, dataset.eval_sha256, ".npz")
     labels = _eval_labels(eval_spec.local)
-    by_name = {v["name"]: v for v in manifest["variants"]}
-    specs = {n: FileSpec(folder / by_name[n]["file"], by_name[n]["sha256"], ".tflite") for n in names}
-    expected = {n: Expected(by_name[n]["sha256"], by_name[n].get("size_bytes"), labels, dataset.get("num_classes"))
-                for n in names}
-    return RunInputs(folder, manifest, eval_spec, specs, expected, _load_host_predictions(folder, manifest))
+    entries = {n: manifest.variant(n) for n in names}
+    specs = {n: FileSpec(folder / str(v.file), str(v.sha256), ".tflite") for n, v in entries.items()}
+    expected = {n: Expected(v.sha256, v.size_bytes, labels, dataset.num_classes) for n, v in entries.items()}
+    return RunInputs(folder, manifest, eval_spec, specs, expected, _load_host_predictions(folder, manifest, names))
 
 
 def local_mismatches(inputs: RunInputs) -> Dict[str, str]:
@@ -80,15 +80,15 @@ def local_mismatches(inputs: RunInputs) -> Dict[str, str]:
     return bad
 
 
-def check_resume(store: Store, run_id: int, folder: Optional[Path]) -> Tuple[Path, Dict[str, Any]]:
+def check_resume(store: Store, run_id: int, folder: Optional[Path]) -> Tuple[Path, Manifest]:
     """The run folder of a resumed run, refused when its files are no longer the ones that run measured."""
     row = store.run(run_id)
     folder = folder or Path(row["run_folder"])
     try:
-        manifest = manifest_io.read(folder)
+        manifest = manifest_io.load(folder)
     except Exception as exc:
         raise ConfigError(f"cannot resume run {run_id}: {exc}") from exc
-    now = {v["name"]: v.get("sha256") for v in manifest["variants"] if v["status"] == "ok"}
+    now = {v.name: v.sha256 for v in manifest.ok_variants()}
     for variant in store.variants(run_id):
         if variant["status"] != "ok":
             continue
