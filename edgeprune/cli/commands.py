@@ -212,7 +212,7 @@ def _print_report(db: str, run_id: Optional[int], out: Optional[str], formats: s
     """Print the comparison table and write the chosen files; returns the RunReport."""
     from pathlib import Path
 
-    from ..report import table as report_mod
+    from .. import report as report_mod
 
     chosen = report_mod.parse_formats(formats)
     report = report_mod.load(db, run_id)
@@ -240,7 +240,7 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
     started = time.perf_counter()
     devices = _devices(device, fleet, tags)  # a bad --device/--fleet fails before any training
     config = _optimize_config(**options)
-    from ..report.table import parse_formats
+    from ..report import parse_formats
 
     parse_formats(formats)
     result = _run_optimize(config, quiet)
@@ -264,7 +264,7 @@ def report(run_id: Optional[int], db: str, out: Optional[str], formats: str,
            compare: Optional[tuple]) -> None:
     """Print a run's comparison table (default: the latest run) and write CSV, Markdown, HTML and PNG plots."""
     if compare:
-        from ..report.compare import print_comparison
+        from ..report.diff import print_comparison
 
         print_comparison(db, compare[0], compare[1], stdout_console())
         return
@@ -278,7 +278,7 @@ def runs(db: str) -> None:
     from rich import box
     from rich.table import Table
 
-    from ..report.table import list_runs
+    from ..report import list_runs
     from ..text import for_rich
 
     frame = list_runs(db)

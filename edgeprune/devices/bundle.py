@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 from ..resources import agent_dir
-from .profiles import DeviceProfile
+
+if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
+    from .profiles import DeviceProfile
 
 AGENT_DIR = agent_dir()
 #: Seconds the agent may outlive the host's command_timeout before it stops itself (when the host lost the link).

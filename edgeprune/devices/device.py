@@ -5,11 +5,13 @@ kind's problem to turn into an outcome or a DeviceError, never a hang.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 from ..results.agent_result import AgentOutcome, Expected
 from .bundle import FileSpec
-from .profiles import DeviceProfile
+
+if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
+    from .profiles import DeviceProfile
 
 
 class Device:
@@ -19,7 +21,8 @@ class Device:
     ``stop`` is anything with ``is_set()``: Ctrl-C, or the device's overall deadline (see fleet.DeviceStop).
     """
 
-    def __init__(self, profile: DeviceProfile) -> None:
+    def __init__(self, profile: DeviceProfile, host_keys: Any = None) -> None:
+        """``host_keys`` is the HostKeyPolicy, for kinds that check host keys; every kind takes the same arguments."""
         self.profile = profile
 
     def __enter__(self) -> "Device":

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from device_agent.runtime import RUNTIME_NAMES
 
 from ..errors import ConfigError
+from .kinds import KINDS
 from ..resources import profiles_dir
 
 if sys.version_info >= (3, 11):
@@ -84,8 +85,6 @@ class DeviceProfile:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name) or ".." in self.name:
             raise ConfigError(f"device name {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        from .kinds import KINDS  # the registry of device kinds; imported here to keep profiles import-light
-
         if self.kind not in KINDS:
             raise ConfigError(f"device {self.name}: kind must be one of {', '.join(map(repr, KINDS))}, got {self.kind!r}")
         if self.kind == "ssh" and not self.host:

@@ -12,15 +12,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DeviceError
 from ..results.agent_result import AgentOutcome, Expected, judge, new_token
 from .bundle import FileSpec, agent_argv, agent_bundle_hash, agent_files, sha256_file
 from .device import Device, stopped_note
-from .profiles import DeviceProfile
 from .ssh import Connection, HostKeyPolicy
 from .sshconfig import ssh_target
+
+if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
+    from .profiles import DeviceProfile
 
 UPLOAD_ATTEMPTS = 3
 #: Temporary upload files (``*.part-<pid>-<thread>``) older than this are left-overs of a broken transfer and are

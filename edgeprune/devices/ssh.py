@@ -238,8 +238,8 @@ class Connection:
         if watchdog.fired == "stop":
             raise DeviceError(f"{what} on {self.target.host}: interrupted")
         if watchdog.fired:
-            raise DeviceError(f"{what} on {self.target.host} timed out after {seconds:g} s "
-                              f"(the device stopped answering)")
+            raise DeviceError(f"{what} on {self.target.host} timed out after {seconds:g} s (the device stopped "
+                              f"answering, or the link is too slow for this limit)")
 
     # -- commands ---------------------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], timeout: Optional[float] = None, cwd: Optional[str] = None,

@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from ..errors import DeviceError
-from .profiles import DeviceProfile
+
+if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
+    from .profiles import DeviceProfile
 
 
 @dataclass

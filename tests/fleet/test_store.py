@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from edgeprune import store as store_module
+from edgeprune.results import store as store_module
 from edgeprune.errors import StoreError
 from edgeprune.results.store import SCHEMA_VERSION, Store
 from support.manifests import MANIFEST

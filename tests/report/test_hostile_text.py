@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 import edgeprune as edgeprune_api
-from edgeprune import plots
+from edgeprune.report import plots
 from edgeprune.cli.display import FleetDisplay, RichProgress, variants_table
 from edgeprune.results.store import Store
 from edgeprune.text import clean, for_csv, for_html, for_markdown, for_matplotlib, for_rich

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import edgeprune as edgeprune_api
-from edgeprune import plots
-from edgeprune.report.compare import compare_runs
+from edgeprune.report import plots
+from edgeprune.report.diff import compare_runs
 from support.cli import edgeprune
 from support.store_rows import latest_run_id
 

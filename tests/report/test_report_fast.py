@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgeprune import stats
+from edgeprune.report import stats
 from edgeprune.results.store import Store
 from support.cli import edgeprune
 

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from edgeprune import plots
+from edgeprune.report import plots
 from support.cli import edgeprune
 
 pytestmark = pytest.mark.slow
