@@ -31,12 +31,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "lab")]
-
-from lab_devices import LabDevice, LinkSpec, lab  # noqa: E402
-from test_lab_hangs import (AGENT_GRACE, EDGEPRUNE, UPLOAD_LINK, UPLOADS, agent_runs, blackholed,  # noqa: E402
+import _runfolder  # noqa: E402,F401  (puts tests/ on sys.path, for support)
+from support.faults import (AGENT_GRACE, EDGEPRUNE, UPLOAD_LINK, UPLOADS, agent_runs, blackholed,  # noqa: E402
                             frozen, kill_agents, partial_uploads, poll, rekey, sha_of, start_bench, stored)
+from support.lab import LabDevice, LinkSpec, lab  # noqa: E402
 
 #: Three small variants, measured in this order; the faults strike while the second one is measured.
 VARIANTS = ("pruned-dynamic", "pruned-int8", "pruned-float16")
