@@ -96,6 +96,12 @@ def build_parser() -> AgentArgumentParser:
                      help="use only the first N eval samples")
     run.add_argument("--samples", action="store_true",
                      help="include every latency sample (µs) in the output")
+    run.add_argument("--lock", default=None, metavar="PATH",
+                     help="hold an exclusive lock on PATH while measuring; if another agent holds it, "
+                          "report `busy` with who holds it and measure nothing")
+    run.add_argument("--controller", default=None, metavar="HOST:PID",
+                     help="who started this agent, written into the lock (for the host to tell an "
+                          "orphan from a live bench)")
 
     probe = sub.add_parser("probe", help="list usable runtimes and device facts",
                            description="List the TFLite runtimes usable here and device facts.")

@@ -13,7 +13,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Tuple
 
-from . import output, protocol
+from . import lock, output, protocol
 from . import runtime as runtime_mod
 from . import sysinfo
 from .protocol import INTERNAL, RUNTIME_MISSING, AgentError
@@ -43,6 +43,12 @@ def _require_numpy() -> None:
 
 def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
     doc["options"] = _options(args)
+    if args.lock:  # before anything is loaded: a second agent must not disturb the one measuring
+        try:
+            doc["lock"] = {"path": args.lock, "holder": lock.hold(args.lock, args.controller)}
+        except lock.Busy as busy:
+            doc["lock"] = {"path": busy.path, "holder": busy.holder}
+            raise
     doc["device"] = sysinfo.collect_device()
     _require_numpy()
     rt = runtime_mod.select_runtime(args.runtime)

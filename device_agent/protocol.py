@@ -29,6 +29,7 @@ DATA_MISMATCH = "data-mismatch"
 DELEGATE = "delegate"
 BAD_ARGUMENTS = "bad-arguments"
 INTERNAL = "internal"
+BUSY = "busy"
 
 EXIT_CODES: Dict[str, int] = {
     INTERNAL: 1,
@@ -37,6 +38,7 @@ EXIT_CODES: Dict[str, int] = {
     MODEL_LOAD: 4,
     DATA_MISMATCH: 5,
     DELEGATE: 6,
+    BUSY: 7,
 }
 
 

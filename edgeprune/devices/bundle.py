@@ -3,9 +3,11 @@ input files, and the agent's command line."""
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
 from ..resources import agent_dir
 
@@ -50,12 +52,20 @@ def agent_bundle_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, token: str) -> List[str]:
+def controller() -> str:
+    """Who starts agents: ``host:pid`` of this edgeprune process, written into the device's agent lock."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, token: str,
+               lock: Optional[str] = None) -> List[str]:
     argv = [python, "-m", "device_agent", "run", model, "--eval", eval_file,
             "--runtime", profile.runtime, "--threads", str(profile.threads),
             "--warmup", str(profile.warmup), "--runs", str(profile.runs),
             "--min-seconds", str(profile.min_seconds), "--samples", "--frame", token,
             "--deadline", str(profile.command_timeout + AGENT_DEADLINE_GRACE)]
+    if lock:
+        argv += ["--lock", lock, "--controller", controller()]
     if profile.no_xnnpack:
         argv.append("--no-xnnpack")
     if profile.delegate:

@@ -5,9 +5,12 @@ kind's problem to turn into an outcome or a DeviceError, never a hang.
 """
 from __future__ import annotations
 
+import os
+import socket
+import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
-from ..results.agent_result import AgentOutcome, Expected
+from ..results.agent_result import BUSY, AgentOutcome, Expected
 from .bundle import FileSpec
 
 if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
@@ -39,10 +42,70 @@ class Device:
 
     def run_agent(self, model: str, eval_file: str, stop: Any = None,
                   expected: Optional[Expected] = None) -> AgentOutcome:
+        """Measure one model, never beside another agent: the agent holds the device's lock while it measures.
+
+        When the lock is taken, the holder is either an orphan (its controller was an edgeprune process on this
+        machine that is gone: a crashed or SIGKILLed bench) and is stopped, or a live bench, and is waited for,
+        every LOCK_POLL seconds until ``stop`` (Ctrl-C or the device's deadline). A holder is never stopped on
+        another controller's behalf.
+        """
+        stopped: set = set()
+        while True:
+            outcome = self.measure_once(model, eval_file, stop, expected)
+            holder = busy_holder(outcome)
+            if holder is None:
+                return outcome
+            if orphan(holder) and holder["pgid"] not in stopped:
+                stopped.add(holder["pgid"])
+                self.stop_group(holder["pgid"])
+                continue
+            if stop is not None and stop.is_set():
+                return outcome
+            time.sleep(LOCK_POLL)
+
+    def measure_once(self, model: str, eval_file: str, stop: Any, expected: Optional[Expected]) -> AgentOutcome:
+        """One agent run with the device's lock; the kind's own transport."""
+        raise NotImplementedError
+
+    def stop_group(self, pgid: int) -> bool:
+        """Stop a process group on the device (an orphaned agent); True when it is gone."""
         raise NotImplementedError
 
     def probe(self) -> AgentOutcome:
         raise NotImplementedError
+
+
+#: Seconds between two looks at a device whose agent lock another live bench holds.
+LOCK_POLL = 2.0
+
+
+def busy_holder(outcome: AgentOutcome) -> Optional[Dict[str, Any]]:
+    """Who holds the device's agent lock when the agent reported ``busy`` (its record, checked), else None."""
+    if outcome.error_kind != BUSY:
+        return None
+    holder = ((outcome.document or {}).get("lock") or {}).get("holder")
+    if not isinstance(holder, dict):
+        return {}
+    pid, pgid, who = holder.get("pid"), holder.get("pgid"), holder.get("controller")
+    valid = all(isinstance(v, int) and not isinstance(v, bool) and 1 < v < 2 ** 31 for v in (pid, pgid))
+    return {"pid": pid, "pgid": pgid, "controller": who if isinstance(who, str) else None} if valid else {}
+
+
+def orphan(holder: Dict[str, Any]) -> bool:
+    """The lock's holder is an agent whose edgeprune process on this machine is gone, and the agent leads a group
+    of its own (so stopping the group stops nothing else)."""
+    host, _, pid = str(holder.get("controller") or "").rpartition(":")
+    if not holder or holder.get("pgid") != holder.get("pid") or host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def stopped_note(outcome: AgentOutcome, gone: bool, where: str) -> AgentOutcome:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import DeviceError
@@ -32,9 +35,6 @@ class LocalDevice(Device):
 
     def _run(self, argv: List[str], stop: Any = None) -> CommandResult:
         """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked."""
-        import signal
-        import tempfile
-
         limit = self.profile.command_timeout
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
@@ -52,16 +52,7 @@ class LocalDevice(Device):
                 else:
                     time.sleep(0.02)
                     continue
-                for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        break
-                    try:
-                        proc.wait(wait)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
+                _stop_local_group(proc.pid, proc)
                 break
             proc.wait()
             out.seek(0)
@@ -72,12 +63,35 @@ class LocalDevice(Device):
         return CommandResult(proc.returncode if not any(ended.values()) else -1, stdout[:MAX_OUTPUT_BYTES], stderr,
                              len(stdout) > MAX_OUTPUT_BYTES, ended["timed_out"], ended["interrupted"], limit=limit)
 
-    def run_agent(self, model: str, eval_file: str, stop: Any = None,
-                  expected: Optional[Expected] = None) -> AgentOutcome:
+    def measure_once(self, model: str, eval_file: str, stop: Any = None,
+                     expected: Optional[Expected] = None) -> AgentOutcome:
         token = new_token()
-        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token), stop)
+        lock = str(Path(tempfile.gettempdir()) / f"edgeprune-agent-{os.getuid()}.lock")
+        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token, lock), stop)
         return judge(result, token, expected, python=self.python)
+
+    def stop_group(self, pgid: int) -> bool:
+        return _stop_local_group(pgid, None)
 
     def probe(self) -> AgentOutcome:
         token = new_token()
         return judge(self._run([self.python, "-m", "device_agent", "probe", "--frame", token]), token, python=self.python)
+
+
+def _stop_local_group(pgid: int, proc: "Optional[subprocess.Popen]") -> bool:
+    """SIGTERM, then SIGKILL, to process group ``pgid``; True when none of it is left."""
+    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return True
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if proc is not None and proc.poll() is not None:
+                return True
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+    return False

@@ -228,10 +228,15 @@ class RemoteDevice(Device):
             outcome = stopped_note(outcome, False, self.profile.name)
         return outcome
 
-    def run_agent(self, model: str, eval_file: str, stop: Any = None,
-                  expected: Optional[Expected] = None) -> AgentOutcome:
+    def measure_once(self, model: str, eval_file: str, stop: Any = None,
+                     expected: Optional[Expected] = None) -> AgentOutcome:
         token = new_token()
-        return self._run_framed(agent_argv(self.python, self.profile, model, eval_file, token), token, stop, expected)
+        lock = posixpath.join(self.workdir, "agent.lock")
+        argv = agent_argv(self.python, self.profile, model, eval_file, token, lock)
+        return self._run_framed(argv, token, stop, expected)
+
+    def stop_group(self, pgid: int) -> bool:
+        return self.connection.stop_group(pgid, self.python)
 
     def probe(self) -> AgentOutcome:
         self.prepare([])

@@ -32,6 +32,8 @@ CONNECTION_LOST = "connection-lost"
 PYTHON_MISSING = PythonMissingError.kind
 INVALID_OUTPUT = "invalid-output"
 INCONSISTENT = "inconsistent"
+#: The agent found the device's agent lock taken by another agent (device_agent/lock.py).
+BUSY = "busy"
 SHA256_MISMATCH = "sha256-mismatch"
 
 #: Integers beyond this cannot be a count or a size the agent measured (and overflow SQLite's 64-bit integers).
@@ -280,7 +282,9 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
             return AgentOutcome("invalid", document, SHA256_MISMATCH, mismatch, notes=notes)
     if document.get("status") != "ok":
         err = document.get("error") or {}
-        return AgentOutcome("error", document, err.get("kind"), err.get("message"), notes=notes)
+        # busy: another agent held the device's lock; nothing was measured, so the pair is retried (failed)
+        status = "failed" if err.get("kind") == BUSY else "error"
+        return AgentOutcome(status, document, err.get("kind"), err.get("message"), notes=notes)
     if result.exit_status != 0:
         return AgentOutcome("invalid", document, INVALID_OUTPUT,
                             f"agent said ok but exited with status {result.exit_status}", notes=notes)

@@ -124,26 +124,36 @@ def agents(workdir: Path) -> List[int]:
     return found
 
 
-def agent_runs(workdir: Path) -> int:
+def _age(pid: int) -> float:
+    """Seconds since process ``pid`` started (from /proc: its start time in clock ticks since boot)."""
+    start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def agent_runs(workdir: Path, min_age: float = 0.0) -> int:
     """How many agent runs are under way for one device: its agents' distinct sessions (each SSH command is a
     session of its own). The agent forks a child to parse the model, and the child has the same command line: it
-    is the same run, not a second agent."""
+    is the same run, not a second agent. ``min_age``: count only agents older than that, i.e. measuring ones (an
+    agent that finds the device's lock taken reports ``busy`` and exits within a fraction of a second)."""
     sessions = set()
     for pid in agents(workdir):
         try:
+            if min_age and _age(pid) < min_age:
+                continue
             sessions.add(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3]))
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue
     return len(sessions)
 
 
-def most_agent_runs(proc: subprocess.Popen, workdir: Path, within: float = 120) -> int:
+def most_agent_runs(proc: subprocess.Popen, workdir: Path, within: float = 120, min_age: float = 0.0) -> int:
     """The most agent runs seen at once on the device (sampled every 50 ms) until the bench exits, ``within`` s at
     most."""
     most = 0
     started = time.monotonic()
     while proc.poll() is None and time.monotonic() - started < within:
-        most = max(most, agent_runs(workdir))
+        most = max(most, agent_runs(workdir, min_age))
         time.sleep(0.05)
     return most
 
