@@ -4,8 +4,8 @@ what was lost, which agents were left running on the device, and the exit code.
 Faults: the device killed (its sshd and connections, mid-run), the device frozen (sshd SIGSTOPped mid-run, SIGCONT
 after), the link blackholed during an upload and during a measurement (an nftables drop-everything table in the
 device's namespace), the device's host key changed, the bench itself SIGKILLed mid-run (then --resume), and the store
-locked by another process for 40 s mid-run. The fault controls are the lab tests' (tests/lab/test_lab_hangs.py),
-the devices tests/lab_devices.py's. Every wait is bounded: a bench still running BOUND s after its fault is counted
+locked by another process for 40 s mid-run. The fault controls are the lab tests' (tests/support/faults.py, used by tests/lab/test_lab_hangs.py),
+the devices tests/support/lab's. Every wait is bounded: a bench still running BOUND s after its fault is counted
 as hung and killed.
 
     .venv/bin/python benchmarks/faults.py [--run FOLDER] [--faults killed,frozen,...]
@@ -239,8 +239,8 @@ def host_killed(ctx: Context) -> Outcome:
         orphans = agent_runs(device.workdir)
         most = [0]
 
-        def count() -> None:
-            most[0] = max(most[0], agent_runs(device.workdir))
+        def count() -> None:  # measuring agents: one that finds the device's lock taken exits within a second
+            most[0] = max(most[0], agent_runs(device.workdir, min_age=2.0))
 
         resume = bench(ctx, where, fleet, db, VARIANTS, "--resume", str(max(run for run, _, _ in before)))
         recorded, code = watch(resume, db, lambda rows: sum(r["status"] == "ok" for r in rows.values())
