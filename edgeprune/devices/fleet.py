@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..results import manifest as manifest_io
-from ..results.agent_result import INTERRUPTED, TIMEOUT, AgentOutcome
+from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TIMEOUT, AgentOutcome
 from .plan import RunInputs, check_resume, local_mismatches, run_inputs, status_counts, stored_devices
 from .kinds import open_device
 from .remote import TransferStats
@@ -29,7 +29,6 @@ from ..results.store import Store
 
 #: Seconds Ctrl-C waits for the workers to stop their agents and return before giving up on them.
 STOP_GRACE = 20.0
-LOCAL_FILE = "local-file"
 
 
 class FleetProgress:
@@ -175,7 +174,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, variants: Sequence[
                     kind, reason = halt.reason()
                 else:
                     named = isinstance(exc, (HostKeyError, PythonMissingError))
-                    kind, reason = (exc.kind if named else "deploy"), str(exc)
+                    kind, reason = (exc.kind if named else DEPLOY), str(exc)
                 fail_rest(reason, kind)
                 return summary
             for name in variants:
@@ -192,7 +191,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, variants: Sequence[
                     fail_rest(str(exc), exc.kind)
                     return summary
                 except Exception as exc:  # a reply that breaks the host's code costs this pair only
-                    outcome = AgentOutcome("invalid", error_kind="internal",
+                    outcome = AgentOutcome("invalid", error_kind=INTERNAL,
                                            message=f"the host could not process this result: {type(exc).__name__}: "
                                                    f"{str(exc)[:300]}")
                     values = outcome.columns()
@@ -207,7 +206,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, variants: Sequence[
         kind = exc.kind
         fail_rest(str(exc), halt.reason()[0] if halt.is_set() else kind)
     except Exception as exc:  # one device's bug must not stop the fleet: record it
-        fail_rest(f"internal error: {type(exc).__name__}: {exc}", "internal")
+        fail_rest(f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
     finally:
         recorder.close()
         summary.unsaved = recorder.unsaved

@@ -34,6 +34,10 @@ INVALID_OUTPUT = "invalid-output"
 INCONSISTENT = "inconsistent"
 #: The agent found the device's agent lock taken by another agent (device_agent/lock.py).
 BUSY = "busy"
+#: Host-side failures around the agent: uploading (deploy), a changed run-folder file, a bug on the host side.
+DEPLOY = "deploy"
+LOCAL_FILE = "local-file"
+INTERNAL = "internal"
 SHA256_MISMATCH = "sha256-mismatch"
 
 #: Integers beyond this cannot be a count or a size the agent measured (and overflow SQLite's 64-bit integers).
