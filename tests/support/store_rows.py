@@ -40,10 +40,15 @@ def latest_run_id(db: Path) -> int:
 
 def wait_for_rows(db: Path, proc: subprocess.Popen, condition: Callable[[List[sqlite3.Row]], bool],
                   timeout: float = 300) -> None:
-    """Poll the store until ``condition(rows)`` holds; kill the bench and fail if it never does."""
+    """Poll the store until ``condition(rows)`` holds; kill the bench and fail if it never does. The bench creates
+    the file before its tables (and holds write locks now and then): until they are there, there are no rows."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if db.exists() and condition(rows(db)):
+        try:
+            current = rows(db) if db.exists() else []
+        except sqlite3.OperationalError:  # no such table yet, or locked for a moment
+            current = []
+        if current and condition(current):
             return
         time.sleep(0.1)
     proc.kill()
