@@ -11,3 +11,9 @@ __version__ = "0.1.0"
 # Bumped whenever the JSON document changes incompatibly; the host refuses
 # documents whose schema_version it does not know.
 SCHEMA_VERSION = 1
+
+# The plan protocol (``python3 -m device_agent plan``): the plan_version of the plans this agent runs, and the
+# schema_version of the document it prints for one (schemas/agent-plan.schema.json,
+# schemas/agent-plan-result.schema.json). The host refuses an agent that does not speak them.
+PLAN_VERSION = 1
+PLAN_SCHEMA_VERSION = 2

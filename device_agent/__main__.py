@@ -1,4 +1,4 @@
-"""Command line: ``python3 -m device_agent {run,probe} ...``.
+"""Command line: ``python3 -m device_agent {run,plan,probe} ...``.
 
 This module only parses the command line and hands it to ``commands``; even a
 command line that cannot be parsed gets its JSON document (``output``), so the
@@ -11,11 +11,11 @@ import argparse
 import sys
 from typing import List, Optional, Tuple
 
-from . import __version__, commands, output
+from . import PLAN_SCHEMA_VERSION, __version__, commands, output, protocol
 from . import runtime as runtime_mod
 from .protocol import BAD_ARGUMENTS, AgentError
 
-COMMANDS = ("run", "probe")
+COMMANDS = ("run", "plan", "probe")
 
 
 class AgentArgumentParser(argparse.ArgumentParser):
@@ -61,7 +61,7 @@ def build_parser() -> AgentArgumentParser:
         prog="python3 -m device_agent",
         description="edgeprune device agent %s: measure .tflite models on this device "
                     "and print one JSON document." % __version__)
-    sub = parser.add_subparsers(dest="command", metavar="{run,probe}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,plan,probe}")
     sub.required = True
 
     run = sub.add_parser("run", help="time a model and measure its accuracy",
@@ -96,16 +96,21 @@ def build_parser() -> AgentArgumentParser:
                      help="use only the first N eval samples")
     run.add_argument("--samples", action="store_true",
                      help="include every latency sample (µs) in the output")
-    run.add_argument("--lock", default=None, metavar="PATH",
-                     help="hold an exclusive lock on PATH while measuring; if another agent holds it, "
-                          "report `busy` with who holds it and measure nothing")
-    run.add_argument("--controller", default=None, metavar="HOST:PID",
-                     help="who started this agent, written into the lock (for the host to tell an "
-                          "orphan from a live bench)")
+    plan = sub.add_parser("plan", help="measure the cells of a plan in interleaved rounds",
+                          description="Measure every cell of PLAN.json (models x runtimes x threads x "
+                                      "XNNPACK) in interleaved rounds, then their accuracy.")
+    plan.add_argument("plan", metavar="PLAN.json", help="the plan (schemas/agent-plan.schema.json)")
+    for command in (run, plan):
+        command.add_argument("--lock", default=None, metavar="PATH",
+                             help="hold an exclusive lock on PATH while measuring; if another agent holds "
+                                  "it, report `busy` with who holds it and measure nothing")
+        command.add_argument("--controller", default=None, metavar="HOST:PID",
+                             help="who started this agent, written into the lock (for the host to tell an "
+                                  "orphan from a live bench)")
 
     probe = sub.add_parser("probe", help="list usable runtimes and device facts",
                            description="List the TFLite runtimes usable here and device facts.")
-    for command in (run, probe):
+    for command in (run, plan, probe):
         command.add_argument("--frame", default=None, metavar="TOKEN", type=_token,
                              help="print the document between marker lines that carry TOKEN, so "
                                   "text a login shell prints to stdout (a banner) cannot be "
@@ -143,6 +148,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except AgentError as exc:
         guess = argv[0] if argv and argv[0] in COMMANDS else None
+        if guess == "plan":  # a plan's document, with the plan protocol's schema_version
+            doc = protocol.new_document(guess)
+            doc["schema_version"] = PLAN_SCHEMA_VERSION
+            protocol.set_error(doc, exc)
+            output.set_wall_time(doc)
+            sys.stdout.write(output.frame(output.render(doc), _frame_token(argv)))
+            sys.stdout.flush()
+            return exc.exit_code
         return output.print_error(guess, exc, _frame_token(argv))
     return commands.run_command(args)
 

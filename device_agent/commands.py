@@ -1,4 +1,4 @@
-"""The commands ``run`` and ``probe``: filling the JSON document step by step.
+"""The commands ``run``, ``plan`` and ``probe``: filling the JSON document step by step.
 
 Sections are added to the document as they are measured, so a failure half way still reports everything
 gathered before it; any exception becomes the document's ``error`` and the exit code of its kind.
@@ -13,7 +13,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Tuple
 
-from . import lock, output, protocol
+from . import PLAN_SCHEMA_VERSION, lock, output, protocol
 from . import runtime as runtime_mod
 from . import sysinfo
 from .protocol import INTERNAL, RUNTIME_MISSING, AgentError
@@ -41,14 +41,30 @@ def _require_numpy() -> None:
                          hint="pip install numpy (numpy<2 for tflite-runtime)")
 
 
-def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
-    doc["options"] = _options(args)
-    if args.lock:  # before anything is loaded: a second agent must not disturb the one measuring
+def _take_lock(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
+    """--lock: before anything is loaded, as a second agent must not disturb the one measuring."""
+    if args.lock:
         try:
             doc["lock"] = {"path": args.lock, "holder": lock.hold(args.lock, args.controller)}
         except lock.Busy as busy:
             doc["lock"] = {"path": busy.path, "holder": busy.holder}
             raise
+
+
+def cmd_plan(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
+    """Many cells in interleaved rounds (``plan``); the lock is held until the agent exits."""
+    from . import plan
+
+    checked = plan.read_plan(args.plan)  # a bad plan is refused before the lock is taken
+    doc["plan"] = checked
+    _take_lock(args, doc)
+    _require_numpy()
+    plan.cmd_plan(checked, doc)
+
+
+def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
+    doc["options"] = _options(args)
+    _take_lock(args, doc)
     doc["device"] = sysinfo.collect_device()
     _require_numpy()
     rt = runtime_mod.select_runtime(args.runtime)
@@ -131,11 +147,13 @@ def cmd_probe(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
 
 def _execute(args: argparse.Namespace) -> Tuple[Dict[str, Any], int]:
     doc = protocol.new_document(args.command)
+    if args.command == "plan":
+        doc["schema_version"] = PLAN_SCHEMA_VERSION
     code = 0
     try:
-        if args.command == "run":
+        if args.command in ("run", "plan"):
             try:
-                cmd_run(args, doc)
+                (cmd_run if args.command == "run" else cmd_plan)(args, doc)
             finally:
                 _finish_run(doc)
         else:
