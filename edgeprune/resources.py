@@ -6,8 +6,11 @@ with ``pip install .`` finds them as an editable install does. Both put them on 
 """
 from __future__ import annotations
 
+import functools
 import importlib.resources
+import json
 from pathlib import Path
+from typing import Any
 
 
 #: Data packages that live outside the package folder in the repository (pyproject's package-dir maps them).
@@ -40,3 +43,11 @@ def schema_path(name: str) -> Path:
 def agent_dir() -> Path:
     """The ``device_agent`` package's folder: what is uploaded to a device, and what runs on ``local``."""
     return package_dir("device_agent")
+
+
+@functools.lru_cache(maxsize=None)
+def schema_validator(name: str) -> Any:
+    """The JSON Schema validator (draft 2020-12) of a boundary document, built once per process."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json.loads(schema_path(name).read_text()))

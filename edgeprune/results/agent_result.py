@@ -12,18 +12,15 @@ agent invocation into an :class:`AgentOutcome` whose status says how far it can 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import PythonMissingError
-from ..resources import schema_path
+from ..resources import schema_validator
 from .agent_checks import Expected, inconsistency, sha256_mismatch
 from ..devices.command import MAX_OUTPUT_BYTES, CommandResult, missing_python_message
-
-AGENT_SCHEMA = schema_path("agent-result")
 
 # Host-side error kinds, beside the agent's own (runtime-missing, model-load, data-mismatch, delegate, ...).
 TIMEOUT = "timeout"
@@ -161,25 +158,11 @@ def stored_samples(agent_json: Optional[str]) -> Optional[List[float]]:
     return samples if isinstance(samples, list) else None
 
 
-_validator: Any = None
-_validator_lock = threading.Lock()
-
-
-def _agent_validator() -> Any:
-    global _validator
-    with _validator_lock:
-        if _validator is None:
-            import jsonschema
-
-            _validator = jsonschema.Draft202012Validator(json.loads(AGENT_SCHEMA.read_text()))
-        return _validator
-
-
-def _reject_constant(name: str) -> None:
+def reject_constant(name: str) -> None:
     raise ValueError(f"non-finite number {name} in agent output")
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     return line[:120]
 
@@ -203,7 +186,7 @@ def unframe(text: str, token: Optional[str]) -> "tuple[Optional[str], str]":
     return body[:stop + 1], text[:start]
 
 
-def _too_deep_or_large(value: Any, depth: int = 0) -> Optional[str]:
+def too_deep_or_large(value: Any, depth: int = 0) -> Optional[str]:
     if depth > MAX_DEPTH:
         return f"nested more than {MAX_DEPTH} levels"
     if isinstance(value, bool):
@@ -211,13 +194,13 @@ def _too_deep_or_large(value: Any, depth: int = 0) -> Optional[str]:
     if isinstance(value, int) and abs(value) > MAX_INT:
         return f"integer {str(value)[:30]} out of range"
     if isinstance(value, dict):
-        return next((r for r in (_too_deep_or_large(v, depth + 1) for v in value.values()) if r), None)
+        return next((r for r in (too_deep_or_large(v, depth + 1) for v in value.values()) if r), None)
     if isinstance(value, list):
-        return next((r for r in (_too_deep_or_large(v, depth + 1) for v in value) if r), None)
+        return next((r for r in (too_deep_or_large(v, depth + 1) for v in value) if r), None)
     return None
 
 
-def _failed_transport(result: CommandResult, text: str, python: str) -> Optional[AgentOutcome]:
+def failed_transport(result: CommandResult, text: str, python: str) -> Optional[AgentOutcome]:
     """Outcomes decided by how the command ended rather than by what it printed."""
     if result.interrupted:
         return AgentOutcome("failed", error_kind=INTERRUPTED, message="interrupted (Ctrl-C); the agent was stopped",
@@ -244,14 +227,14 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
     """
     text = result.stdout.decode("utf-8", "replace")
     stderr = result.stderr.decode("utf-8", "replace")
-    transport = _failed_transport(result, text, python)
+    transport = failed_transport(result, text, python)
     if transport is not None:
         return transport
     if result.truncated:
         return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
                             message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes", raw=text[:EXCERPT])
     body, before = unframe(text, token)
-    banner = _first_line(before)
+    banner = first_line(before)
     if body is None:
         hint = f"; stderr: {stderr.strip().splitlines()[-1][:300]}" if stderr.strip() else ""
         seen = f"; it printed {banner!r}" if banner else "; it printed nothing"
@@ -260,19 +243,20 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
                                     f"{result.exit_status}{seen}){hint}", raw=text[:EXCERPT])
     notes = [f"the device's login printed text before the agent's result (ignored): {banner!r}"] if banner else []
     try:
-        document = json.loads(body, parse_constant=_reject_constant)
+        document = json.loads(body, parse_constant=reject_constant)
     except (ValueError, RecursionError) as exc:
         cause = f"; the login also printed {banner!r}" if banner else ""
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
                             message=f"agent output is not JSON ({reason}; exit status {result.exit_status}){cause}",
                             raw=body[:EXCERPT])
-    problem = _too_deep_or_large(document) if isinstance(document, (dict, list)) else None
+    problem = too_deep_or_large(document) if isinstance(document, (dict, list)) else None
     if problem:
         return AgentOutcome("invalid", error_kind=INVALID_OUTPUT, message=f"agent output has a value {problem}",
                             raw=body[:EXCERPT])
     try:
-        error = next(iter(_agent_validator().iter_errors(document)), None) if isinstance(document, dict) else True
+        validator = schema_validator("agent-result")
+        error = next(iter(validator.iter_errors(document)), None) if isinstance(document, dict) else True
     except RecursionError:
         error = True
     if error is not None:

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..devices.command import MAX_OUTPUT_BYTES, CommandResult
-from ..resources import schema_path
+from ..resources import schema_validator
 from .agent_checks import Expected, inconsistency, sha256_mismatch
-from .agent_result import (BUSY, EXCERPT, INCONSISTENT, INVALID_OUTPUT, SHA256_MISMATCH, _failed_transport,
-                           _first_line, _reject_constant, _too_deep_or_large, unframe)
+from .agent_result import (BUSY, EXCERPT, INCONSISTENT, INVALID_OUTPUT, SHA256_MISMATCH, failed_transport,
+                           first_line, reject_constant, too_deep_or_large, unframe)
 
-PLAN_RESULT_SCHEMA = schema_path("agent-plan-result")
 #: The schema_version of the plan protocol's documents (device_agent.PLAN_SCHEMA_VERSION).
 PLAN_SCHEMA_VERSION = 2
 #: The agent on the device predates the plan command (it answers with a schema 1 document or argparse's refusal).
@@ -142,20 +140,6 @@ class PlanOutcome:
         return max((v[0] for v in self.visits), default=-1) + 1
 
 
-_validator: Any = None
-_validator_lock = threading.Lock()
-
-
-def _plan_validator() -> Any:
-    global _validator
-    with _validator_lock:
-        if _validator is None:
-            import jsonschema
-
-            _validator = jsonschema.Draft202012Validator(json.loads(PLAN_RESULT_SCHEMA.read_text()))
-        return _validator
-
-
 def _old_agent(document: Any, text: str, stderr: str) -> Optional[PlanOutcome]:
     """An agent that does not know ``plan``: a document of an older schema, or argparse's refusal on stderr."""
     said = None
@@ -178,24 +162,24 @@ def _bare_document(text: str) -> Any:
     """The last line of unframed output as JSON, or None (an old agent's argparse error is never framed)."""
     line = next((ln for ln in reversed(text.splitlines()) if ln.strip()), "")
     try:
-        value = json.loads(line, parse_constant=_reject_constant)
+        value = json.loads(line, parse_constant=reject_constant)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) and not _too_deep_or_large(value) else None
+    return value if isinstance(value, dict) and not too_deep_or_large(value) else None
 
 
 def _parse(result: CommandResult, token: Optional[str], python: str) -> "PlanOutcome | Dict[str, Any]":
     """The schema-valid document, or the outcome that stops before it."""
     text = result.stdout.decode("utf-8", "replace")
     stderr = result.stderr.decode("utf-8", "replace")
-    transport = _failed_transport(result, text, python)
+    transport = failed_transport(result, text, python)
     if transport is not None:
         return PlanOutcome(transport.status, None, transport.error_kind, transport.message, transport.raw)
     if result.truncated:
         return PlanOutcome("invalid", error_kind=INVALID_OUTPUT,
                            message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes", raw=text[:EXCERPT])
     body, before = unframe(text, token)
-    banner = _first_line(before)
+    banner = first_line(before)
     if body is None:
         old = _old_agent(_bare_document(text), text, stderr)
         if old is not None:
@@ -207,13 +191,13 @@ def _parse(result: CommandResult, token: Optional[str], python: str) -> "PlanOut
                                    f"{result.exit_status}{seen}){hint}", raw=text[:EXCERPT])
     notes = [f"the device's login printed text before the agent's result (ignored): {banner!r}"] if banner else []
     try:
-        document = json.loads(body, parse_constant=_reject_constant)
+        document = json.loads(body, parse_constant=reject_constant)
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         return PlanOutcome("invalid", error_kind=INVALID_OUTPUT,
                            message=f"agent output is not JSON ({reason}; exit status {result.exit_status})",
                            raw=body[:EXCERPT], notes=notes)
-    problem = _too_deep_or_large(document) if isinstance(document, (dict, list)) else None
+    problem = too_deep_or_large(document) if isinstance(document, (dict, list)) else None
     if problem:
         return PlanOutcome("invalid", error_kind=INVALID_OUTPUT, message=f"agent output has a value {problem}",
                            raw=body[:EXCERPT], notes=notes)
@@ -222,7 +206,8 @@ def _parse(result: CommandResult, token: Optional[str], python: str) -> "PlanOut
         old.raw, old.notes = body[:EXCERPT], notes
         return old
     try:
-        error = next(iter(_plan_validator().iter_errors(document)), None) if isinstance(document, dict) else True
+        validator = schema_validator("agent-plan-result")
+        error = next(iter(validator.iter_errors(document)), None) if isinstance(document, dict) else True
     except RecursionError:
         error = True
     if error is not None:
