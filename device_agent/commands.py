@@ -95,24 +95,13 @@ def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
     doc["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, bool(delegates))
     doc["timing"] = {"init_ms": init_ms}
 
-    in_details = interpreter.get_input_details()
-    out_details = interpreter.get_output_details()
-    doc["model"]["num_inputs"] = len(in_details)
-    doc["model"]["num_outputs"] = len(out_details)
-    if in_details:
-        doc["model"]["input"] = model.tensor_info(in_details[0])
-    if out_details:
-        doc["model"]["output"] = model.tensor_info(out_details[0])
-    if len(in_details) != 1 or not out_details:
-        raise AgentError(protocol.DATA_MISMATCH,
-                         "the agent measures single-input classifiers; this model has "
-                         "%d inputs and %d outputs" % (len(in_details), len(out_details)))
+    in_detail, out_detail = model.describe_io(interpreter, doc["model"])
 
     x, y = evaldata.load_eval(args.eval, args.max_eval)
-    prepared = evaldata.prepare_inputs(x, in_details[0])
+    prepared = evaldata.prepare_inputs(x, in_detail)
     del x
     inputs = [prepared[i:i + 1] for i in range(prepared.shape[0])]
-    timing = measure.time_invokes(interpreter, in_details[0]["index"], inputs,
+    timing = measure.time_invokes(interpreter, in_detail["index"], inputs,
                                   args.warmup, args.runs, args.min_seconds)
     samples_ns: List[int] = timing.pop("_samples_ns")
     doc["timing"].update(timing)
@@ -121,7 +110,7 @@ def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
         stride = max(1, -(-len(samples_ns) // MAX_SAMPLES))
         doc["timing"]["samples_us"] = [s / 1000.0 for s in samples_ns[::stride]]
         doc["timing"]["samples_stride"] = stride
-    doc["accuracy"] = measure.evaluate(interpreter, in_details[0], out_details[0],
+    doc["accuracy"] = measure.evaluate(interpreter, in_detail, out_detail,
                                        prepared, y, args.batch)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .protocol import DELEGATE, MODEL_LOAD, AgentError
+from .protocol import DATA_MISMATCH, DELEGATE, MODEL_LOAD, AgentError, write_all
 from .runtime import Runtime, runtime_message
 
 
@@ -88,9 +88,7 @@ def preflight_load(rt: Runtime, model_path: str) -> None:
                 interpreter.allocate_tensors()
             except BaseException as exc:  # noqa: B902 - report anything
                 message = ("ERR" + runtime_message(exc)).encode("utf-8", "replace")
-            view = memoryview(message)
-            while view:
-                view = view[os.write(write_fd, view):]
+            write_all(write_fd, message)
         except BaseException:
             status = 70
         finally:
@@ -207,3 +205,21 @@ def tensor_info(detail: Dict[str, Any]) -> Dict[str, Any]:
         "shape_signature": [int(d) for d in signature] if signature is not None else None,
         "quantization": {"scale": float(scale), "zero_point": int(zero_point)},
     }
+
+
+def describe_io(interpreter: Any, model_doc: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Record the model's inputs and outputs in ``model_doc``; return the one input and the first output.
+
+    The agent measures single-input classifiers: anything else is a ``data-mismatch`` (after recording it)."""
+    in_details = interpreter.get_input_details()
+    out_details = interpreter.get_output_details()
+    model_doc["num_inputs"] = len(in_details)
+    model_doc["num_outputs"] = len(out_details)
+    if in_details:
+        model_doc["input"] = tensor_info(in_details[0])
+    if out_details:
+        model_doc["output"] = tensor_info(out_details[0])
+    if len(in_details) != 1 or not out_details:
+        raise AgentError(DATA_MISMATCH, "the agent measures single-input classifiers; this model has "
+                         "%d inputs and %d outputs" % (len(in_details), len(out_details)))
+    return in_details[0], out_details[0]

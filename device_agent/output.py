@@ -82,9 +82,7 @@ class JsonStdout:
             sys.stdout.flush()
         except (OSError, ValueError):
             pass
-        view = memoryview(text.encode("utf-8"))
-        while view:
-            view = view[os.write(self._saved, view):]
+        protocol.write_all(self._saved, text.encode("utf-8"))
 
     def __exit__(self, *exc: Any) -> None:
         if self._saved is not None:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from . import PLAN_SCHEMA_VERSION, PLAN_VERSION
 from . import runtime as runtime_mod
-from .protocol import BAD_ARGUMENTS, INTERNAL, MODEL_LOAD, AgentError
+from .protocol import BAD_ARGUMENTS, INTERNAL, MODEL_LOAD, AgentError, write_all
 
 ROUNDS_DEFAULTS = {"min": 5, "max": 50, "target_ci": 0.02, "budget_s": 300.0}
 CELL_DEFAULTS = {"runtime": "auto", "threads": None, "xnnpack": True, "warmup": 20, "runs": 100,
@@ -181,9 +181,7 @@ def measure_in_child(rt: Any, cell: Dict[str, Any]) -> Dict[str, Any]:
                 reply = {"error": exc.to_json()}
             except BaseException as exc:  # noqa: B902 - anything becomes this cell's error
                 reply = {"error": {"kind": INTERNAL, "message": "%s: %s" % (type(exc).__name__, exc)}}
-            view = memoryview(json.dumps(reply).encode("utf-8"))
-            while view:
-                view = view[os.write(write_fd, view):]
+            write_all(write_fd, json.dumps(reply).encode("utf-8"))
         except BaseException:
             code = 70
         finally:
@@ -245,23 +243,12 @@ def _cell_error(out: Dict[str, Any], exc: AgentError) -> None:
 
 def _load_for_rounds(cell: Dict[str, Any], rt: Any, x: Any, out: Dict[str, Any]) -> Any:
     """The parent's interpreter for one cell, with its timing inputs; describes the model into ``out``."""
-    from . import evaldata, model, protocol, rounds
+    from . import evaldata, model, rounds
 
     interpreter, _ = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], [])
     out["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, False)
-    in_details = interpreter.get_input_details()
-    out_details = interpreter.get_output_details()
-    out["model"].update({"num_inputs": len(in_details), "num_outputs": len(out_details)})
-    if in_details:
-        out["model"]["input"] = model.tensor_info(in_details[0])
-    if out_details:
-        out["model"]["output"] = model.tensor_info(out_details[0])
-    if len(in_details) != 1 or not out_details:
-        raise AgentError(protocol.DATA_MISMATCH,
-                         "the agent measures single-input classifiers; this model has "
-                         "%d inputs and %d outputs" % (len(in_details), len(out_details)))
-    return rounds.LoadedCell(cell, interpreter, in_details[0], out_details[0],
-                             evaldata.prepare_inputs(x, in_details[0]))
+    in_detail, out_detail = model.describe_io(interpreter, out["model"])
+    return rounds.LoadedCell(cell, interpreter, in_detail, out_detail, evaldata.prepare_inputs(x, in_detail))
 
 
 def cmd_plan(plan: Dict[str, Any], doc: Dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 from typing import Any, Dict, Optional
 
 from . import SCHEMA_VERSION, __version__
@@ -116,3 +117,10 @@ def dumps(doc: Dict[str, Any]) -> str:
     """Serialise strictly: allow_nan=False turns any leftover NaN into a loud
     error here instead of an unparsable document on the host."""
     return json.dumps(sanitize(doc), allow_nan=False, sort_keys=False) + "\n"
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte to a file descriptor (a pipe or stdout may take less than all in one write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -218,6 +218,75 @@ def failed_transport(result: CommandResult, text: str, python: str) -> Optional[
     return None
 
 
+@dataclass
+class Reading:
+    """The agent's output read up to a schema-valid document, or the outcome that stopped it, and where
+    (``stage``: transport, frame, json, schema) so a reader can look closer (plan_result spots old agents)."""
+
+    text: str
+    stderr: str
+    failure: Optional[AgentOutcome] = None
+    stage: str = ""
+    document: Any = None
+    notes: List[str] = field(default_factory=list)
+
+
+def read_output(result: CommandResult, token: Optional[str], python: str, schema: str) -> Reading:
+    """The shared front half of every reader of the agent's stdout: how the command ended, the frame, strict JSON
+    with size and depth limits, then the boundary's JSON Schema."""
+    text = result.stdout.decode("utf-8", "replace")
+    stderr = result.stderr.decode("utf-8", "replace")
+    reading = Reading(text, stderr)
+
+    def stop(stage: str, outcome: AgentOutcome) -> Reading:
+        reading.stage, reading.failure = stage, outcome
+        outcome.notes = outcome.notes or reading.notes
+        return reading
+
+    transport = failed_transport(result, text, python)
+    if transport is not None:
+        return stop("transport", transport)
+    if result.truncated:
+        return stop("transport", AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
+                                               message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes",
+                                               raw=text[:EXCERPT]))
+    body, before = unframe(text, token)
+    banner = first_line(before)
+    if body is None:
+        hint = f"; stderr: {stderr.strip().splitlines()[-1][:300]}" if stderr.strip() else ""
+        seen = f"; it printed {banner!r}" if banner else "; it printed nothing"
+        return stop("frame", AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
+                                          message=f"agent output is not JSON from the agent: no result document "
+                                                  f"(exit status {result.exit_status}{seen}){hint}",
+                                          raw=text[:EXCERPT]))
+    reading.notes = [f"the device's login printed text before the agent's result (ignored): {banner!r}"] if banner else []
+    try:
+        document = json.loads(body, parse_constant=reject_constant)
+    except (ValueError, RecursionError) as exc:
+        cause = f"; the login also printed {banner!r}" if banner else ""
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        return stop("json", AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
+                                         message=f"agent output is not JSON ({reason}; exit status "
+                                                 f"{result.exit_status}){cause}", raw=body[:EXCERPT]))
+    reading.document = document
+    problem = too_deep_or_large(document) if isinstance(document, (dict, list)) else None
+    if problem:
+        return stop("json", AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
+                                         message=f"agent output has a value {problem}", raw=body[:EXCERPT]))
+    try:
+        validator = schema_validator(schema)
+        error = next(iter(validator.iter_errors(document)), None) if isinstance(document, dict) else True
+    except RecursionError:
+        error = True
+    if error is not None:
+        where = "/".join(str(p) for p in getattr(error, "absolute_path", [])) or "(top)"
+        reason = getattr(error, "message", "not a JSON object")
+        return stop("schema", AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
+                                           message=f"agent output fails its schema at {where}: {reason[:300]}",
+                                           raw=body[:EXCERPT]))
+    return reading
+
+
 def judge(result: CommandResult, token: Optional[str] = None, expected: Optional[Expected] = None,
           python: str = "python3") -> AgentOutcome:
     """Turn the agent's raw output into an outcome; nothing in an invalid document is trusted.
@@ -225,45 +294,10 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
     ``token`` is the --frame token the agent was given (None: stdout is the bare document, as when the agent is
     run by hand); ``expected`` enables the checks against the run.
     """
-    text = result.stdout.decode("utf-8", "replace")
-    stderr = result.stderr.decode("utf-8", "replace")
-    transport = failed_transport(result, text, python)
-    if transport is not None:
-        return transport
-    if result.truncated:
-        return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
-                            message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes", raw=text[:EXCERPT])
-    body, before = unframe(text, token)
-    banner = first_line(before)
-    if body is None:
-        hint = f"; stderr: {stderr.strip().splitlines()[-1][:300]}" if stderr.strip() else ""
-        seen = f"; it printed {banner!r}" if banner else "; it printed nothing"
-        return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
-                            message=f"agent output is not JSON from the agent: no result document (exit status "
-                                    f"{result.exit_status}{seen}){hint}", raw=text[:EXCERPT])
-    notes = [f"the device's login printed text before the agent's result (ignored): {banner!r}"] if banner else []
-    try:
-        document = json.loads(body, parse_constant=reject_constant)
-    except (ValueError, RecursionError) as exc:
-        cause = f"; the login also printed {banner!r}" if banner else ""
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
-                            message=f"agent output is not JSON ({reason}; exit status {result.exit_status}){cause}",
-                            raw=body[:EXCERPT])
-    problem = too_deep_or_large(document) if isinstance(document, (dict, list)) else None
-    if problem:
-        return AgentOutcome("invalid", error_kind=INVALID_OUTPUT, message=f"agent output has a value {problem}",
-                            raw=body[:EXCERPT])
-    try:
-        validator = schema_validator("agent-result")
-        error = next(iter(validator.iter_errors(document)), None) if isinstance(document, dict) else True
-    except RecursionError:
-        error = True
-    if error is not None:
-        where = "/".join(str(p) for p in getattr(error, "absolute_path", [])) or "(top)"
-        reason = getattr(error, "message", "not a JSON object")
-        return AgentOutcome("invalid", error_kind=INVALID_OUTPUT,
-                            message=f"agent output fails its schema at {where}: {reason[:300]}", raw=body[:EXCERPT])
+    reading = read_output(result, token, python, "agent-result")
+    if reading.failure is not None:
+        return reading.failure
+    document, notes = reading.document, reading.notes
     if document.get("command") == "run" and (document.get("model") or {}).get("sha256") is not None:
         mismatch = sha256_mismatch(document, expected)  # an error about another file is no verdict on this one
         if mismatch:

@@ -22,11 +22,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..devices.command import MAX_OUTPUT_BYTES, CommandResult
-from ..resources import schema_validator
+from ..devices.command import CommandResult
 from .agent_checks import Expected, inconsistency, sha256_mismatch
-from .agent_result import (BUSY, EXCERPT, INCONSISTENT, INVALID_OUTPUT, SHA256_MISMATCH, failed_transport,
-                           first_line, reject_constant, too_deep_or_large, unframe)
+from .agent_result import (BUSY, EXCERPT, INCONSISTENT, INVALID_OUTPUT, SHA256_MISMATCH, read_output,
+                           reject_constant, too_deep_or_large)
 
 #: The schema_version of the plan protocol's documents (device_agent.PLAN_SCHEMA_VERSION).
 PLAN_SCHEMA_VERSION = 2
@@ -168,54 +167,23 @@ def _bare_document(text: str) -> Any:
     return value if isinstance(value, dict) and not too_deep_or_large(value) else None
 
 
-def _parse(result: CommandResult, token: Optional[str], python: str) -> "PlanOutcome | Dict[str, Any]":
-    """The schema-valid document, or the outcome that stops before it."""
-    text = result.stdout.decode("utf-8", "replace")
-    stderr = result.stderr.decode("utf-8", "replace")
-    transport = failed_transport(result, text, python)
-    if transport is not None:
-        return PlanOutcome(transport.status, None, transport.error_kind, transport.message, transport.raw)
-    if result.truncated:
-        return PlanOutcome("invalid", error_kind=INVALID_OUTPUT,
-                           message=f"agent output exceeded {MAX_OUTPUT_BYTES} bytes", raw=text[:EXCERPT])
-    body, before = unframe(text, token)
-    banner = first_line(before)
-    if body is None:
-        old = _old_agent(_bare_document(text), text, stderr)
+def _parse(result: CommandResult, token: Optional[str], python: str) -> "PlanOutcome":
+    """The outcome of the plan document, as far as its schema: agent_result reads it; an old agent is named."""
+    reading = read_output(result, token, python, "agent-plan-result")
+    if reading.failure is not None:
+        old = None
+        if reading.stage == "frame":  # an old agent's argparse refusal is never framed
+            old = _old_agent(_bare_document(reading.text), reading.text, reading.stderr)
+        elif reading.stage == "schema":
+            old = _old_agent(reading.document, "", reading.stderr)
+            if old is not None:
+                old.raw = reading.failure.raw
         if old is not None:
+            old.notes = reading.notes
             return old
-        hint = f"; stderr: {stderr.strip().splitlines()[-1][:300]}" if stderr.strip() else ""
-        seen = f"; it printed {banner!r}" if banner else "; it printed nothing"
-        return PlanOutcome("invalid", error_kind=INVALID_OUTPUT,
-                           message=f"agent output is not JSON from the agent: no result document (exit status "
-                                   f"{result.exit_status}{seen}){hint}", raw=text[:EXCERPT])
-    notes = [f"the device's login printed text before the agent's result (ignored): {banner!r}"] if banner else []
-    try:
-        document = json.loads(body, parse_constant=reject_constant)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        return PlanOutcome("invalid", error_kind=INVALID_OUTPUT,
-                           message=f"agent output is not JSON ({reason}; exit status {result.exit_status})",
-                           raw=body[:EXCERPT], notes=notes)
-    problem = too_deep_or_large(document) if isinstance(document, (dict, list)) else None
-    if problem:
-        return PlanOutcome("invalid", error_kind=INVALID_OUTPUT, message=f"agent output has a value {problem}",
-                           raw=body[:EXCERPT], notes=notes)
-    old = _old_agent(document, "", stderr)
-    if old is not None:
-        old.raw, old.notes = body[:EXCERPT], notes
-        return old
-    try:
-        validator = schema_validator("agent-plan-result")
-        error = next(iter(validator.iter_errors(document)), None) if isinstance(document, dict) else True
-    except RecursionError:
-        error = True
-    if error is not None:
-        where = "/".join(str(p) for p in getattr(error, "absolute_path", [])) or "(top)"
-        reason = getattr(error, "message", "not a JSON object")
-        return PlanOutcome("invalid", error_kind=INVALID_OUTPUT,
-                           message=f"agent output fails its schema at {where}: {reason[:300]}", raw=body[:EXCERPT],
-                           notes=notes)
+        failed = reading.failure
+        return PlanOutcome(failed.status, None, failed.error_kind, failed.message, failed.raw, notes=failed.notes)
+    document, notes = reading.document, reading.notes
     if document.get("status") != "ok":
         err = document.get("error") or {}
         status = "failed" if err.get("kind") == BUSY else "error"

@@ -136,10 +136,18 @@ class Store:
         return int(self._read("PRAGMA user_version")[0][0])
 
     def _inspect(self) -> Tuple[int, List[str]]:
-        """user_version and the table names; reads only."""
-        version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = sorted(row[0] for row in self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+        """user_version and the table names, read in one transaction (reads only): read apart, another process's
+        migration committing in between looks like tables without a version, i.e. a foreign file."""
+        own = not self.conn.in_transaction
+        if own:
+            self.conn.execute("BEGIN")
+        try:
+            version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = sorted(row[0] for row in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+        finally:
+            if own:
+                self.conn.execute("COMMIT")
         return version, tables
 
     def _check_schema(self, version: int, tables: List[str]) -> None:
