@@ -20,7 +20,8 @@ from .protocol import BAD_ARGUMENTS, INTERNAL, MODEL_LOAD, AgentError, write_all
 
 ROUNDS_DEFAULTS = {"min": 5, "max": 50, "target_ci": 0.02, "budget_s": 300.0}
 CELL_DEFAULTS = {"runtime": "auto", "threads": None, "xnnpack": True, "warmup": 20, "runs": 100,
-                 "min_seconds": 0.0}
+                 "min_seconds": 0.0, "delegate": None, "delegate_options": {}}
+MAX_DELEGATE_OPTIONS = 32
 MAX_CELLS = 256
 MAX_PLAN_BYTES = 1 << 20
 
@@ -79,6 +80,14 @@ def _cell(raw: Any, index: int, base: str) -> Dict[str, Any]:
     _int(cell["warmup"], where + ".warmup", 0)
     _int(cell["runs"], where + ".runs", 1)
     cell["min_seconds"] = _number(cell["min_seconds"], where + ".min_seconds", 0.0, 86400.0)
+    if cell["delegate"] is not None and (not isinstance(cell["delegate"], str) or not 1 <= len(cell["delegate"]) <= 4096):
+        raise _bad("%s.delegate must be null or a library path or name of 1-4096 characters" % where)
+    options = cell["delegate_options"]
+    if (not isinstance(options, dict) or len(options) > MAX_DELEGATE_OPTIONS
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items())):
+        raise _bad("%s.delegate_options must be an object of at most %d string values"
+                   % (where, MAX_DELEGATE_OPTIONS))
+    cell["delegate_options"] = dict(options)
     return cell
 
 
@@ -157,7 +166,8 @@ def _child_load(rt: Any, cell: Dict[str, Any]) -> Dict[str, Any]:
 
     peak_reset = _reset_peak_rss()
     before = measure.rss_peak_kib()
-    interpreter, init_ms = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], [])
+    delegates = model.load_delegates(rt, cell["delegate"], cell["delegate_options"])
+    interpreter, init_ms = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], delegates)
     after = measure.rss_peak_kib()
     details = interpreter.get_input_details()
     if len(details) == 1:  # the first invoke allocates too (e.g. XNNPACK's packed weights)
@@ -206,7 +216,8 @@ def runtime_section(rt: Any, cell: Dict[str, Any]) -> Dict[str, Any]:
     return {"module": rt.name, "version": rt.version, "threads": cell["threads"], "xnnpack": None,
             "xnnpack_disable_requested": off,
             "xnnpack_disable_honoured": rt.can_disable_default_delegates if off else None,
-            "delegate": None}
+            "delegate": {"path": cell["delegate"], "options": dict(cell["delegate_options"])}
+            if cell["delegate"] else None}
 
 
 def prepare_cell(cell: Dict[str, Any], runtimes: Dict[str, Any], out: Dict[str, Any]) -> Optional[Any]:
@@ -245,8 +256,9 @@ def _load_for_rounds(cell: Dict[str, Any], rt: Any, x: Any, out: Dict[str, Any])
     """The parent's interpreter for one cell, with its timing inputs; describes the model into ``out``."""
     from . import evaldata, model, rounds
 
-    interpreter, _ = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], [])
-    out["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, False)
+    delegates = model.load_delegates(rt, cell["delegate"], cell["delegate_options"])
+    interpreter, _ = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], delegates)
+    out["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, bool(delegates))
     in_detail, out_detail = model.describe_io(interpreter, out["model"])
     return rounds.LoadedCell(cell, interpreter, in_detail, out_detail, evaldata.prepare_inputs(x, in_detail))
 

@@ -141,6 +141,20 @@ def test_a_cell_that_fails_to_load_does_not_stop_the_others(env, variants_dir, t
     assert {cell for _, cell in res.doc["visits"]} == {"int8"}
 
 
+def test_a_cell_whose_delegate_is_missing_is_that_cells_delegate_error(env, variants_dir, tmp_path):
+    """A Coral profile on a board without libedgetpu: that cell says so, a cell without the delegate measures."""
+    cells = [_cell(variants_dir, "tpu", "int8", delegate="libedgetpu-missing.so.1",
+                   delegate_options={"device": "usb"}), _cell(variants_dir, "cpu", "int8")]
+    res = _run_plan(env, _plan(variants_dir, cells), tmp_path)
+    assert res.returncode == 0 and res.doc["status"] == "ok", res.describe()
+    by_id = _cells(res.doc)
+    assert by_id["tpu"]["status"] == "error" and by_id["tpu"]["error"]["kind"] == "delegate", by_id["tpu"]
+    assert "libedgetpu-missing.so.1" in by_id["tpu"]["error"]["message"]
+    assert by_id["tpu"]["runtime"]["delegate"] == {"path": "libedgetpu-missing.so.1", "options": {"device": "usb"}}
+    assert by_id["cpu"]["status"] == "ok" and by_id["cpu"]["runtime"]["delegate"] is None
+    assert {cell for _, cell in res.doc["visits"]} == {"cpu"}
+
+
 def test_no_loadable_cell_fails_the_plan_with_the_cells_kind(env, variants_dir, tmp_path):
     res = _run_plan(env, _plan(variants_dir, [_cell(variants_dir, "missing", "no-such-model")]), tmp_path)
     assert res.returncode == 4 and res.doc["error"]["kind"] == "model-load", res.describe()
@@ -204,6 +218,8 @@ SCHEMA_CANNOT_SAY = ("cell ids must be unique; repeated: a", "rounds.max must be
     (lambda p: p.update(rounds={"target_ci": 0}), "rounds.target_ci must be a number"),
     (lambda p: p.update(rounds={"budget": 3}), "rounds has unknown keys budget"),
     (lambda p: p.update(seed=-1), "seed must be an integer"),
+    (lambda p: p["cells"][0].update(delegate=""), "cells[0].delegate must be null or a library path"),
+    (lambda p: p["cells"][0].update(delegate_options={"k": 1}), "cells[0].delegate_options must be an object"),
 ])
 def test_a_malformed_plan_is_bad_arguments(host_env, variants_dir, tmp_path, change, words):
     plan = _plan(variants_dir, [_cell(variants_dir, "a", "int8")])
