@@ -71,3 +71,12 @@ def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, 
     if profile.delegate:
         argv += ["--delegate", profile.delegate]
     return argv
+
+
+def plan_argv(python: str, plan_file: str, token: str, limit: float, lock: Optional[str] = None) -> List[str]:
+    """The agent's ``plan`` command line; its own deadline a little after the host's (``limit``)."""
+    argv = [python, "-m", "device_agent", "plan", plan_file, "--frame", token,
+            "--deadline", str(limit + AGENT_DEADLINE_GRACE)]
+    if lock:
+        argv += ["--lock", lock, "--controller", controller()]
+    return argv

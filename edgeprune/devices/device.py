@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, TypeVar
 
 from ..results.agent_result import BUSY, AgentOutcome, Expected
+from ..results.plan_result import PlanOutcome
 from .bundle import FileSpec
+
+_Outcome = TypeVar("_Outcome", AgentOutcome, PlanOutcome)
 
 if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
     from .profiles import DeviceProfile
@@ -49,9 +52,18 @@ class Device:
         every LOCK_POLL seconds until ``stop`` (Ctrl-C or the device's deadline). A holder is never stopped on
         another controller's behalf.
         """
+        return self._with_lock(lambda: self.measure_once(model, eval_file, stop, expected), stop)
+
+    def run_plan(self, plan_file: str, cells: int, stop: Any = None,
+                 expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
+        """Measure a plan (its file already on the device, see ``prepare``) of ``cells`` cells, with the device's
+        lock held as ``run_agent`` holds it; ``expected`` is per cell id."""
+        return self._with_lock(lambda: self.plan_once(plan_file, cells, stop, expected), stop)
+
+    def _with_lock(self, attempt: Callable[[], _Outcome], stop: Any) -> _Outcome:
         stopped: set = set()
         while True:
-            outcome = self.measure_once(model, eval_file, stop, expected)
+            outcome = attempt()
             holder = busy_holder(outcome)
             if holder is None:
                 return outcome
@@ -67,6 +79,11 @@ class Device:
         """One agent run with the device's lock; the kind's own transport."""
         raise NotImplementedError
 
+    def plan_once(self, plan_file: str, cells: int, stop: Any,
+                  expected: Optional[Dict[str, Expected]]) -> PlanOutcome:
+        """One ``plan`` run with the device's lock; the kind's own transport (deadline: cells.plan_limit)."""
+        raise NotImplementedError
+
     def stop_group(self, pgid: int) -> bool:
         """Stop a process group on the device (an orphaned agent); True when it is gone."""
         raise NotImplementedError
@@ -79,7 +96,7 @@ class Device:
 LOCK_POLL = 2.0
 
 
-def busy_holder(outcome: AgentOutcome) -> Optional[Dict[str, Any]]:
+def busy_holder(outcome: "AgentOutcome | PlanOutcome") -> Optional[Dict[str, Any]]:
     """Who holds the device's agent lock when the agent reported ``busy`` (its record, checked), else None."""
     if outcome.error_kind != BUSY:
         return None
@@ -108,7 +125,7 @@ def orphan(holder: Dict[str, Any]) -> bool:
     return False
 
 
-def stopped_note(outcome: AgentOutcome, gone: bool, where: str) -> AgentOutcome:
+def stopped_note(outcome: _Outcome, gone: bool, where: str) -> _Outcome:
     if not gone:
         outcome.message = (f"{outcome.message}; WARNING: the agent could not be confirmed stopped on {where}: "
                            f"check for a stray `python -m device_agent` there")

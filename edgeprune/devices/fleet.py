@@ -10,15 +10,21 @@ every worker within seconds (stopping the agents on the devices).
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..results import manifest as manifest_io
-from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TIMEOUT, AgentOutcome
+from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TIMEOUT
+from ..results.plan_columns import cell_columns, plan_columns
+from ..results.plan_result import PlanOutcome
+from ..optimize.variants import BASELINE
+from .bundle import FileSpec, sha256_file
+from .cells import new_seed, plan_cells, plan_document, plan_limit
 from .plan import RunInputs, check_resume, local_mismatches, run_inputs, status_counts, stored_devices
 from .kinds import open_device
 from .remote import TransferStats
@@ -96,12 +102,11 @@ class DeviceStop:
         return TIMEOUT, f"the device's overall deadline of {self.seconds:g} s passed (device_timeout)"
 
 
-def device_deadline(profile: DeviceProfile, files: int, variants: int) -> float:
-    """``device_timeout`` when set, else enough for a connect, every upload and every agent run at their limits."""
+def device_deadline(profile: DeviceProfile, files: int, cells: int) -> float:
+    """``device_timeout`` when set, else enough for a connect, every upload and the plan at their limits."""
     if getattr(profile, "device_timeout", 0):
         return float(profile.device_timeout)
-    return (profile.connect_timeout * 3 + profile.transfer_timeout * (files + 3)
-            + variants * (profile.command_timeout + 15))
+    return profile.connect_timeout * 3 + profile.transfer_timeout * (files + 4) + plan_limit(profile, cells) + 15
 
 
 class _Recorder:
@@ -119,16 +124,24 @@ class _Recorder:
         self.unsaved: Optional[Path] = None
 
     def record(self, variant: str, values: Dict[str, Any]) -> None:
+        self._patiently(lambda: self.store.record(self.run_id, self.device, variant, values),
+                        lambda reason: self._keep(variant, values, reason))
+
+    def record_plan(self, values: Dict[str, Any]) -> Optional[int]:
+        """The plan's row id, or None when the store would not take it (then it is in the side file)."""
+        return self._patiently(lambda: self.store.record_plan(self.run_id, self.device, values),
+                               lambda reason: self._keep("(plan)", values, reason))
+
+    def _patiently(self, write: Callable[[], Any], keep: Callable[[str], None]) -> Any:
         deadline = time.monotonic() + self.WRITE_PATIENCE
         while True:
             try:
-                self.store.record(self.run_id, self.device, variant, values)
-                return
+                return write()
             except StoreError as exc:
                 if "locked" in str(exc) and not self.stop.is_set() and time.monotonic() < deadline:
                     continue
-                self._keep(variant, values, str(exc))
-                return
+                keep(str(exc))
+                return None
 
     def _keep(self, variant: str, values: Dict[str, Any], reason: str) -> None:
         self.unsaved = self.db_path.with_name(self.db_path.name + ".unsaved.jsonl")
@@ -140,13 +153,25 @@ class _Recorder:
         self.store.close()
 
 
-def _bench_device(profile: DeviceProfile, inputs: RunInputs, variants: Sequence[str], db_path: Path, run_id: int,
-                  host_keys: HostKeyPolicy, stop: threading.Event, progress: FleetProgress) -> DeviceSummary:
+def _write_plan(folder: Path, document: Dict[str, Any]) -> FileSpec:
+    path = folder / "plan.json"
+    path.write_text(json.dumps(document, indent=1))
+    return FileSpec(path, sha256_file(path), ".plan.json")
+
+
+def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, str], done_before: Set[str],
+                  db_path: Path, run_id: int, host_keys: HostKeyPolicy, stop: threading.Event,
+                  progress: FleetProgress) -> DeviceSummary:
+    """Measure every cell (cell id -> variant) on one device in one plan, and store one result per cell.
+
+    A resumed device is measured again as a whole (its ratios must come from one plan); when that fails, the
+    cells it had already measured keep their stored results (``done_before``) and only the others are failed.
+    """
     summary = DeviceSummary(profile.name)
     recorder = _Recorder(db_path, run_id, profile.name, stop)
-    total = len(variants)
-    halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, len(variants)))
-    done = 0
+    variants = list(dict.fromkeys(cells.values()))
+    total = len(cells)
+    halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, total))
 
     def count(status: str) -> None:
         if status == "ok":
@@ -156,61 +181,78 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, variants: Sequence[
         else:
             summary.failed += 1
 
-    def fail_rest(reason: str, kind: str) -> None:
-        for name in variants[done:]:
-            recorder.record(name, {"status": "failed", "error_kind": kind, "error_message": reason})
-            summary.failed += 1
+    def fail_all(reason: str, kind: str) -> None:
+        for cell in cells:
+            if cell not in done_before:
+                recorder.record(cell, {"status": "failed", "error_kind": kind, "error_message": reason})
+                summary.failed += 1
         summary.reason = reason
-        progress.device_state(profile.name, f"failed: {reason}", done, total)
+        progress.device_state(profile.name, f"failed: {reason}", 0, total)
+
+    def halted() -> Tuple[str, str]:
+        return halt.reason()
 
     try:
-        with open_device(profile, host_keys) as device:
-            progress.device_state(profile.name, "connecting", done, total)
+        with open_device(profile, host_keys) as device, tempfile.TemporaryDirectory(prefix="edgeprune-plan-") as tmp:
+            progress.device_state(profile.name, "connecting", 0, total)
             try:
-                progress.device_state(profile.name, "uploading", done, total)
+                progress.device_state(profile.name, "uploading", 0, total)
                 paths = device.prepare([inputs.eval_spec, *(inputs.specs[n] for n in variants)], stop=halt)
+                document = plan_document(profile, cells, {n: paths[inputs.specs[n].sha256] for n in variants},
+                                         paths[inputs.eval_spec.sha256], new_seed())
+                spec = _write_plan(Path(tmp), document)
+                plan_file = device.prepare([spec], stop=halt)[spec.sha256]
             except DeviceError as exc:
                 if halt.is_set():
-                    kind, reason = halt.reason()
+                    kind, reason = halted()
                 else:
                     named = isinstance(exc, (HostKeyError, PythonMissingError))
                     kind, reason = (exc.kind if named else DEPLOY), str(exc)
-                fail_rest(reason, kind)
+                fail_all(reason, kind)
                 return summary
-            for name in variants:
-                if halt.is_set():
-                    kind, reason = halt.reason()
-                    fail_rest(reason, kind)
-                    return summary
-                progress.device_state(profile.name, f"measuring {name}", done, total)
-                try:
-                    outcome = device.run_agent(paths[inputs.specs[name].sha256], paths[inputs.eval_spec.sha256],
-                                               stop=halt, expected=inputs.expected[name])
-                    values = outcome.columns(inputs.host_predictions.get(name))
-                except DeviceError as exc:
-                    fail_rest(str(exc), exc.kind)
-                    return summary
-                except Exception as exc:  # a reply that breaks the host's code costs this pair only
-                    outcome = AgentOutcome("invalid", error_kind=INTERNAL,
-                                           message=f"the host could not process this result: {type(exc).__name__}: "
-                                                   f"{str(exc)[:300]}")
-                    values = outcome.columns()
-                if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
-                    values.update(error_kind=TIMEOUT, error_message=halt.reason()[1])
-                recorder.record(name, values)
-                done += 1
-                count(outcome.status)
+            if halt.is_set():
+                fail_all(*reversed(halted()))
+                return summary
+            progress.device_state(profile.name, f"measuring {total} cells in rounds (budget "
+                                                f"{profile.budget_s:g} s)", 0, total)
+            try:
+                outcome = device.run_plan(plan_file, total, stop=halt,
+                                          expected={c: inputs.expected[v] for c, v in cells.items()})
+            except DeviceError as exc:
+                fail_all(str(exc), halted()[0] if halt.is_set() else exc.kind)
+                return summary
+            if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
+                outcome.error_kind, outcome.message = TIMEOUT, halted()[1]
+            _store_plan(outcome, cells, done_before, inputs, recorder, count)
             summary.transfer = getattr(device, "stats", TransferStats())
-        progress.device_state(profile.name, "done", done, total)
+        progress.device_state(profile.name, "done", total, total)
     except DeviceError as exc:
-        kind = exc.kind
-        fail_rest(str(exc), halt.reason()[0] if halt.is_set() else kind)
+        fail_all(str(exc), halted()[0] if halt.is_set() else exc.kind)
     except Exception as exc:  # one device's bug must not stop the fleet: record it
-        fail_rest(f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
+        fail_all(f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
     finally:
         recorder.close()
         summary.unsaved = recorder.unsaved
     return summary
+
+
+def _store_plan(outcome: PlanOutcome, cells: Dict[str, str], done_before: Set[str], inputs: RunInputs,
+                recorder: _Recorder, count: Callable[[str], None]) -> None:
+    """The plan's row, then one result per cell pointing at it. A plan that failed as a whole does not replace
+    cells measured before (a resume); a cell the host cannot process costs that cell only."""
+    plan_id = recorder.record_plan(plan_columns(outcome))
+    for cell, variant in cells.items():
+        if not outcome.trusted and cell in done_before:
+            continue
+        try:
+            values = cell_columns(outcome, outcome.cells.get(cell), inputs.host_predictions.get(variant), cell)
+        except Exception as exc:  # a reply that breaks the host's code costs this cell only
+            values = {"status": "invalid", "error_kind": INTERNAL,
+                      "error_message": f"the host could not process this result: {type(exc).__name__}: "
+                                       f"{str(exc)[:300]}"}
+        values["plan_id"] = plan_id
+        recorder.record(cell, values)
+        count(values["status"])
 
 
 def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
@@ -251,7 +293,8 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
                 where = f"run {resume}" if resume is not None else str(folder)
                 raise ConfigError(f"variant {missing[0]!r} is not in {where} (have: {', '.join(names)})")
             names = [n for n in names if n in variants]
-        inputs = run_inputs(folder, manifest, names)
+        baseline = BASELINE if any(v.name == BASELINE for v in manifest.ok_variants()) else None
+        inputs = run_inputs(folder, manifest, list(dict.fromkeys(([baseline] if baseline else []) + names)))
         local_bad = local_mismatches(inputs)
         if resume is None:
             run_id = store.create_run(str(folder.resolve()), manifest.to_dict(), {"jobs": jobs, "variants": names})
@@ -264,14 +307,13 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
                                  {"status": "failed", "error_kind": LOCAL_FILE, "error_message": reason})
     finally:
         store.close()
-    good = [n for n in names if n not in local_bad]
-    work = [(d, [n for n in good if (d.name, n) not in done]) for d in devices]
-    work = [(d, todo) for d, todo in work if todo]
+    cells = plan_cells([n for n in names if n not in local_bad], None if baseline in local_bad else baseline)
+    work = [d for d in devices if any((d.name, c) not in done for c in cells)]
     summaries: List[DeviceSummary] = []
     interrupted = stragglers = False
     executor = ThreadPoolExecutor(max_workers=min(jobs, max(1, len(work))), thread_name_prefix="edgeprune-device")
-    futures = [executor.submit(_bench_device, d, inputs, todo, db_path, run_id, host_keys, stop, progress)
-               for d, todo in work]
+    futures = [executor.submit(_bench_device, d, inputs, cells, {c for c in cells if (d.name, c) in done}, db_path,
+                               run_id, host_keys, stop, progress) for d in work]
     pending = set(futures)
     try:
         _collect(pending, summaries, None)
@@ -286,7 +328,7 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
     finally:
         executor.shutdown(wait=not stragglers, cancel_futures=True)
     with Store.open(db_path) as store:
-        counts = status_counts(store, run_id, [d.name for d in devices], names)
+        counts = status_counts(store, run_id, [d.name for d in devices], list(cells) + sorted(local_bad))
     unsaved = next((s.unsaved for s in summaries if s.unsaved), None)
     return BenchResult(run_id, sorted(summaries, key=lambda s: s.device), interrupted, counts, stragglers, unsaved)
 

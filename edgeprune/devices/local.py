@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import DeviceError
 from ..results.agent_result import AgentOutcome, Expected, judge, new_token
-from .bundle import AGENT_DIR, FileSpec, agent_argv, sha256_file
+from ..results.plan_result import PlanOutcome, judge_plan
+from .bundle import AGENT_DIR, FileSpec, agent_argv, plan_argv, sha256_file
+from .cells import plan_limit
 from .command import MAX_OUTPUT_BYTES, CommandResult
 from .device import Device
 
@@ -33,9 +35,9 @@ class LocalDevice(Device):
             mapping[spec.sha256] = str(spec.local.resolve())
         return mapping
 
-    def _run(self, argv: List[str], stop: Any = None) -> CommandResult:
+    def _run(self, argv: List[str], stop: Any = None, limit: Optional[float] = None) -> CommandResult:
         """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked."""
-        limit = self.profile.command_timeout
+        limit = limit or self.profile.command_timeout
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(argv, cwd=str(AGENT_DIR.parent), stdout=out, stderr=err,
@@ -63,12 +65,21 @@ class LocalDevice(Device):
         return CommandResult(proc.returncode if not any(ended.values()) else -1, stdout[:MAX_OUTPUT_BYTES], stderr,
                              len(stdout) > MAX_OUTPUT_BYTES, ended["timed_out"], ended["interrupted"], limit=limit)
 
+    @property
+    def lock(self) -> str:
+        return str(Path(tempfile.gettempdir()) / f"edgeprune-agent-{os.getuid()}.lock")
+
     def measure_once(self, model: str, eval_file: str, stop: Any = None,
                      expected: Optional[Expected] = None) -> AgentOutcome:
         token = new_token()
-        lock = str(Path(tempfile.gettempdir()) / f"edgeprune-agent-{os.getuid()}.lock")
-        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token, lock), stop)
+        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token, self.lock), stop)
         return judge(result, token, expected, python=self.python)
+
+    def plan_once(self, plan_file: str, cells: int, stop: Any = None,
+                  expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
+        token, limit = new_token(), plan_limit(self.profile, cells)
+        result = self._run(plan_argv(self.python, plan_file, token, limit, self.lock), stop, limit)
+        return judge_plan(result, token, expected, python=self.python)
 
     def stop_group(self, pgid: int) -> bool:
         return _stop_local_group(pgid, None)

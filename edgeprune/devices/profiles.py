@@ -33,6 +33,7 @@ RUNTIMES = ("auto",) + RUNTIME_NAMES
 #: more threads than any board has cores, or a benchmark that would not end this year.
 INT_RANGES: Dict[str, Tuple[int, int]] = {
     "port": (1, 65535), "threads": (1, 1024), "runs": (1, 1_000_000), "warmup": (0, 1_000_000),
+    "min_rounds": (1, 100_000), "max_rounds": (1, 100_000),
 }
 WEEK = 7 * 86400.0
 #: Seconds: (the most, whether 0 is allowed). Every wait needs a finite limit: TOML has ``nan`` and ``inf``
@@ -41,7 +42,7 @@ WEEK = 7 * 86400.0
 #: ``min_seconds`` follows the agent's own cap; ``device_timeout`` 0 means "derived" (see its field).
 SECOND_RANGES: Dict[str, Tuple[float, bool]] = {
     "connect_timeout": (WEEK, False), "command_timeout": (WEEK, False), "transfer_timeout": (WEEK, False),
-    "min_seconds": (86400.0, True), "device_timeout": (30 * 86400.0, True),
+    "min_seconds": (86400.0, True), "device_timeout": (30 * 86400.0, True), "budget_s": (86400.0, True),
 }
 
 
@@ -71,6 +72,13 @@ class DeviceProfile:
     warmup: int = 20
     runs: int = 100
     min_seconds: float = 0.0
+    #: The stopping rule of the rounds (issue 12, docs/statistics.md): at least ``min_rounds`` and at most
+    #: ``max_rounds`` rounds, ending early once every cell's p50 interval is within ±``target_ci`` or when
+    #: ``budget_s`` seconds of rounds are spent.
+    min_rounds: int = 5
+    max_rounds: int = 50
+    target_ci: float = 0.02
+    budget_s: float = 300.0
     no_xnnpack: bool = False
     delegate: Optional[str] = None
     connect_timeout: float = 10.0
@@ -106,6 +114,14 @@ class DeviceProfile:
                     wanted = "0 (derived) or a finite number > 0"
                 raise ConfigError(f"device {self.name}: {name} must be {wanted} (at most {most:.0f} s), "
                                   f"got {_shown(value)}")
+        if self.max_rounds < self.min_rounds:
+            raise ConfigError(f"device {self.name}: max_rounds ({self.max_rounds}) must be >= min_rounds "
+                              f"({self.min_rounds})")
+        target = self.target_ci
+        if (isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(float(target))
+                or not 0 < target <= 1):
+            raise ConfigError(f"device {self.name}: target_ci must be a fraction in (0, 1] (0.02 is ±2%), "
+                              f"got {_shown(target)}")
         self._check_workdir()
         self.tags = tuple(str(tag) for tag in self.tags)
 

@@ -12,11 +12,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DeviceError
 from ..results.agent_result import AgentOutcome, Expected, judge, new_token
-from .bundle import FileSpec, agent_argv, agent_bundle_hash, agent_files, sha256_file
+from ..results.plan_result import PlanOutcome, judge_plan
+from .bundle import FileSpec, agent_argv, agent_bundle_hash, agent_files, plan_argv, sha256_file
+from .cells import plan_limit
 from .device import Device, stopped_note
 from .ssh import Connection, HostKeyPolicy
 from .sshconfig import ssh_target
@@ -212,10 +214,11 @@ class RemoteDevice(Device):
         self.stats.seconds += time.perf_counter() - started
         return {spec.sha256: posixpath.join(blobs, spec.blob_name) for spec in files}
 
-    def _run_framed(self, argv: List[str], token: str, stop: Any, expected: Optional[Expected]) -> AgentOutcome:
+    def _run_framed(self, argv: List[str], token: str, stop: Any, expected: Any,
+                    judge_with: Callable[..., Any] = judge, limit: Optional[float] = None) -> Any:
         """Run the agent, judge its output, and make sure it is not left running when it did not finish."""
-        result = self.connection.run(argv, cwd=self.agent_root, stop=stop, report_pid=True)
-        outcome = judge(result, token, expected, python=self.python)
+        result = self.connection.run(argv, timeout=limit, cwd=self.agent_root, stop=stop, report_pid=True)
+        outcome = judge_with(result, token, expected, python=self.python)
         if result.connection_lost and result.pid is not None:
             # The link may be back (a flaky Wi-Fi): try once on a new connection, so the agent does not go on
             # measuring beside the next one. A device that is really gone refuses quickly (connect_timeout).
@@ -234,6 +237,12 @@ class RemoteDevice(Device):
         lock = posixpath.join(self.workdir, "agent.lock")
         argv = agent_argv(self.python, self.profile, model, eval_file, token, lock)
         return self._run_framed(argv, token, stop, expected)
+
+    def plan_once(self, plan_file: str, cells: int, stop: Any = None,
+                  expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
+        token, limit = new_token(), plan_limit(self.profile, cells)
+        argv = plan_argv(self.python, plan_file, token, limit, posixpath.join(self.workdir, "agent.lock"))
+        return self._run_framed(argv, token, stop, expected, judge_plan, limit)
 
     def stop_group(self, pgid: int) -> bool:
         return self.connection.stop_group(pgid, self.python)

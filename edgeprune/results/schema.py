@@ -77,6 +77,32 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX results_run ON results (run_id, device);
     """,
+    # 2 (issue 12): one measurement plan per device per bench, its rounds, and each cell's between-round figures.
+    """
+    CREATE TABLE plans (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        device TEXT NOT NULL,
+        status TEXT NOT NULL,
+        stopped_by TEXT,
+        rounds_done INTEGER,
+        rounds_total INTEGER,
+        rounds_s REAL,
+        target_ci REAL,
+        budget_s REAL,
+        seed INTEGER,
+        visits_json TEXT,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX plans_run ON plans (run_id, device);
+    ALTER TABLE results ADD COLUMN plan_id INTEGER REFERENCES plans(id);
+    ALTER TABLE results ADD COLUMN p50_low_us REAL;
+    ALTER TABLE results ADD COLUMN p50_high_us REAL;
+    ALTER TABLE results ADD COLUMN rounds INTEGER;
+    ALTER TABLE results ADD COLUMN settled INTEGER;
+    ALTER TABLE results ADD COLUMN ci_half_width REAL;
+    ALTER TABLE results ADD COLUMN round_p50s_json TEXT
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -89,6 +115,8 @@ RESULT_COLUMNS = (
     "status", "error_kind", "error_message", "runtime", "runtime_version", "threads", "python_version", "machine",
     "init_ms", "p50_us", "p90_us", "p99_us", "mean_us", "runs", "accuracy", "predictions_digest", "agreement",
     "rss_peak_kib", "throttled", "agent_json",
+    # schema 2: the plan that measured the pair, and its figures over rounds (see report.stats)
+    "plan_id", "p50_low_us", "p50_high_us", "rounds", "settled", "ci_half_width", "round_p50s_json",
 )
 
 #: Longest text kept per result column, in characters. Most of these strings come from the device: capping them
@@ -97,16 +125,20 @@ RESULT_COLUMNS = (
 #: has no per-sample figures for that pair. ``status`` is the host's own word and is checked by the schema.
 TEXT_CAPS: Dict[str, int] = {
     "error_kind": 200, "error_message": 4000, "runtime": 200, "runtime_version": 200, "python_version": 200,
-    "machine": 200, "predictions_digest": 200, "agent_json": 2 * 1024 * 1024,
+    "machine": 200, "predictions_digest": 200, "agent_json": 2 * 1024 * 1024, "round_p50s_json": 256 * 1024,
 }
 #: Numeric result columns. A value SQLite cannot hold as it is (an integer outside signed 64 bits, NaN or an
 #: infinity, or something that is not a number at all) is stored as NULL, "unknown": clamping a latency or a
 #: count would store a figure nobody measured.
 NUMBER_COLUMNS = ("threads", "init_ms", "p50_us", "p90_us", "p99_us", "mean_us", "runs", "accuracy", "agreement",
-                  "rss_peak_kib", "throttled")
+                  "rss_peak_kib", "throttled", "plan_id", "p50_low_us", "p50_high_us", "rounds", "settled",
+                  "ci_half_width")
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-#: The tables an edgeprune database has from schema 1 on.
+#: The tables an edgeprune database has from schema 1 on (``plans`` from schema 2: a migration adds it).
 TABLES = ("runs", "devices", "variants", "results")
+#: A plan row's columns (besides id, run_id, device, created).
+PLAN_COLUMNS = ("status", "stopped_by", "rounds_done", "rounds_total", "rounds_s", "target_ci", "budget_s", "seed",
+                "visits_json")
 
 
 def cap(text: str, limit: int) -> str:
@@ -130,15 +162,30 @@ def number(value: Any) -> "int | float | None":
     return None
 
 
-def storable(values: Dict[str, Any]) -> Dict[str, Any]:
-    """One result's columns, made safe to bind: capped text, numbers SQLite can hold (see the caps above)."""
+def _storable(values: Dict[str, Any], columns: Sequence[str], numbers: Sequence[str],
+              caps: Dict[str, int]) -> Dict[str, Any]:
     row: Dict[str, Any] = {}
-    for column in RESULT_COLUMNS:
+    for column in columns:
         value = values.get(column)
-        if value is None or column == "status":
+        if value is None or column == "status" and column not in caps:
             row[column] = value
-        elif column in NUMBER_COLUMNS:
+        elif column in numbers:
             row[column] = number(value)
         else:
-            row[column] = cap(value if isinstance(value, str) else str(value), TEXT_CAPS[column])
+            row[column] = cap(value if isinstance(value, str) else str(value), caps[column])
     return row
+
+
+def storable(values: Dict[str, Any]) -> Dict[str, Any]:
+    """One result's columns, made safe to bind: capped text, numbers SQLite can hold (see the caps above)."""
+    return _storable(values, RESULT_COLUMNS, NUMBER_COLUMNS, TEXT_CAPS)
+
+
+#: The plans table's caps and numbers, as for results.
+PLAN_TEXT_CAPS: Dict[str, int] = {"status": 40, "stopped_by": 40, "visits_json": 512 * 1024}
+PLAN_NUMBER_COLUMNS = ("rounds_done", "rounds_total", "rounds_s", "target_ci", "budget_s", "seed")
+
+
+def storable_plan(values: Dict[str, Any]) -> Dict[str, Any]:
+    """One plan's columns, made safe to bind like a result's."""
+    return _storable(values, PLAN_COLUMNS, PLAN_NUMBER_COLUMNS, PLAN_TEXT_CAPS)

@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..errors import StoreError
 
-from .schema import (MIGRATIONS, NUMBER_COLUMNS, RESULT_COLUMNS, RETRYABLE, SCHEMA_VERSION, TABLES, TEXT_CAPS,
-                     storable)
+from .schema import (MIGRATIONS, NUMBER_COLUMNS, PLAN_COLUMNS, RESULT_COLUMNS, RETRYABLE, SCHEMA_VERSION, TABLES,
+                     TEXT_CAPS, storable, storable_plan)
 
 #: The schema's names, re-exported: callers of the store need not know where the schema lives.
 __all__ = ["NUMBER_COLUMNS", "RESULT_COLUMNS", "RETRYABLE", "SCHEMA_VERSION", "TABLES", "TEXT_CAPS", "Store"]
@@ -260,6 +260,18 @@ class Store:
         ), patience=self.write_patience, doing="storing a result",
             consequence=f"; the result of {device} x {variant} is not stored")
 
+    def record_plan(self, run_id: int, device: str, values: Dict[str, Any]) -> int:
+        """Store one measurement plan's own facts (status, stopping, rounds, visit order); its id goes into each
+        of its cells' results (``plan_id``), so only cells of one plan are ever paired round by round."""
+        row = storable_plan(values)
+        columns = ", ".join(PLAN_COLUMNS)
+        placeholders = ", ".join("?" for _ in PLAN_COLUMNS)
+        return self._write(lambda: int(self.conn.execute(
+            f"INSERT INTO plans (run_id, device, {columns}, created) VALUES (?, ?, {placeholders}, ?)",
+            (run_id, device, *[row[c] for c in PLAN_COLUMNS], _now())).lastrowid),
+            patience=self.write_patience, doing="storing a plan",
+            consequence=f"; the plan of {device} is not stored")
+
     # -- reads ------------------------------------------------------------------------------------------------
     def _read(self, sql: str, parameters: Sequence[Any] = ()) -> List[sqlite3.Row]:
         """All rows of one query; any SQLite failure becomes one StoreError line naming the file."""
@@ -291,6 +303,9 @@ class Store:
 
     def results(self, run_id: int) -> List[sqlite3.Row]:
         return self._read("SELECT * FROM results WHERE run_id = ? ORDER BY device, id", (run_id,))
+
+    def plans(self, run_id: int) -> List[sqlite3.Row]:
+        return self._read("SELECT * FROM plans WHERE run_id = ? ORDER BY device, id", (run_id,))
 
     def done_pairs(self, run_id: int) -> List[Tuple[str, str]]:
         """Pairs that need no new attempt: measured, or a final error the agent reported."""

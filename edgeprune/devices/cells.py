@@ -1,0 +1,68 @@
+"""The measurement plan the host sends one device (issue 12): which cells, with which files and settings.
+
+Every variant of the bench is a cell, and the baseline is measured twice, as itself and as its A/A twin
+(``baseline-float32@aa``): the same file, measured in the same rounds like any other cell, so the ratio of the
+two is the noise floor of that device in that bench (docs/statistics.md). The agent measures the cells in rounds
+(device_agent/plan.py); the profile's ``warmup``/``runs``/``min_seconds`` apply to every visit, its
+``min_rounds``/``max_rounds``/``target_ci``/``budget_s`` are the stopping rule.
+"""
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .profiles import DeviceProfile
+
+#: The A/A twin's cell id is the variant's name with this suffix (a variant name cannot contain '@').
+AA_SUFFIX = "@aa"
+#: The plan document's version (device_agent.PLAN_VERSION).
+PLAN_VERSION = 1
+
+
+def aa_cell(variant: str) -> str:
+    return variant + AA_SUFFIX
+
+
+def is_aa(cell: str) -> bool:
+    return cell.endswith(AA_SUFFIX)
+
+
+def plan_cells(names: Sequence[str], baseline: Optional[str]) -> Dict[str, str]:
+    """Cell id -> variant, in plan order: the baseline and its A/A twin first (when the baseline can be measured),
+    then the other variants. The baseline is in every plan, asked for or not: every ratio needs it."""
+    cells: Dict[str, str] = {}
+    if baseline is not None:
+        cells[baseline] = baseline
+        cells[aa_cell(baseline)] = baseline
+    for name in names:
+        cells.setdefault(name, name)
+    return cells
+
+
+def plan_limit(profile: "DeviceProfile", cells: int) -> float:
+    """Seconds a whole plan may take on the device: the rounds' budget, plus ``command_timeout`` per cell for its
+    own work outside the budget (load, init child, the visit that ends the budget, accuracy)."""
+    return float(profile.budget_s) + cells * float(profile.command_timeout)
+
+
+def new_seed() -> int:
+    """A fresh seed per plan (stored with it), so the visit order differs from bench to bench."""
+    return random.SystemRandom().randrange(0, 2 ** 31 - 1)
+
+
+def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[str, str], eval_file: str,
+                  seed: int) -> Dict[str, Any]:
+    """The plan (schemas/agent-plan.schema.json) for ``cells`` (cell id -> variant), ``models`` being each
+    variant's path on the device."""
+    settings: Dict[str, Any] = {"runtime": profile.runtime, "threads": profile.threads,
+                                "xnnpack": not profile.no_xnnpack, "warmup": profile.warmup, "runs": profile.runs,
+                                "min_seconds": float(profile.min_seconds)}
+    if profile.delegate:
+        settings["delegate"] = profile.delegate
+    return {
+        "plan_version": PLAN_VERSION, "eval": eval_file, "seed": seed, "samples": False,
+        "rounds": {"min": profile.min_rounds, "max": profile.max_rounds, "target_ci": float(profile.target_ci),
+                   "budget_s": float(profile.budget_s)},
+        "cells": [dict(settings, id=cell, model=models[variant]) for cell, variant in cells.items()],
+    }
