@@ -1,7 +1,8 @@
 """Pruning with tfmot: schedule derivation, wrapping, fine-tuning, stripping and measured sparsity.
 
 Two traps from the classic guide are handled here. ``prune_low_magnitude`` wraps the layer objects it is given,
-so fine-tuning would change the baseline: we wrap a weight-for-weight clone. And PolynomialDecay only prunes on
+so fine-tuning would change the baseline: we wrap a weight-for-weight clone (``finetune``, which also holds the
+fine-tune itself, shared with the finetuned-float32 control). And PolynomialDecay only prunes on
 steps where ``(step - begin_step) % frequency == 0``, counting from step 1, so a fine-tune shorter than
 ``frequency`` prunes nothing, without error: the schedule is checked before training and sparsity is measured
 after stripping.
@@ -19,7 +20,8 @@ from .config import PruneConfig
 from .data import Dataset
 from ..errors import PruningError
 from ..results import manifest
-from .model import EpochCallback, fit
+from .finetune import clone_with_weights, fine_tune
+from .model import EpochCallback
 
 #: Measured sparsity may fall this far below the target before the pruned model is refused.
 SPARSITY_TOLERANCE = 0.05
@@ -122,14 +124,6 @@ class PruneResult:
         return self.record().to_dict()
 
 
-def clone_with_weights(model: Any) -> Any:
-    """A new model with new layer objects and the same weights: what gets wrapped, so the baseline stays put."""
-    _, keras = _tf.load()
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str]) -> tuple:
     """Wrap each prunable layer; leave the others as they are, with a note for those that hold weights."""
     tfmot = _tf.load_tfmot()
@@ -200,13 +194,11 @@ def measure_sparsity(model: Any, prunable_weights: Dict[str, List[str]]) -> List
 
 def prune(model: Any, data: Dataset, config: PruneConfig, seed: int, on_epoch: Optional[EpochCallback] = None) -> PruneResult:
     """Fine-tune a clone of ``model`` under PolynomialDecay, strip the wrappers and check the sparsity reached."""
-    tf, keras = _tf.load()
     tfmot = _tf.load_tfmot()
     schedule = derive_schedule(len(data.x_train), config)
     notes: List[str] = []
-    keras.utils.set_random_seed(seed)
     wrapped, prunable_weights = _wrap(clone_with_weights(model), schedule, config, notes)
-    fit(wrapped, data, config, on_epoch, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    fine_tune(wrapped, data, config, seed, on_epoch, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     layers = measure_sparsity(stripped, prunable_weights)
     result = PruneResult(stripped, schedule, layers, notes)

@@ -108,3 +108,24 @@ def test_too_short_fine_tune_raises_before_training(tiny_data):
         prune(baseline, tiny_data, PruneConfig(epochs=2, frequency=100), seed=0)
     for b, a in zip(before, baseline.get_weights()):
         np.testing.assert_array_equal(b, a)
+
+
+def test_the_control_is_the_same_fine_tune_without_pruning(tiny_data, pruned_tiny):
+    """finetuned_clone (the finetuned-float32 control) fine-tunes a clone exactly as long as the pruning did, with
+    the same optimizer and learning rate, and prunes nothing; the baseline stays as it was."""
+    from edgeprune.optimize.finetune import finetuned_clone
+
+    baseline = tiny_model()
+    before = [w.copy() for w in baseline.get_weights()]
+    config = pruned_tiny.config
+    tuned = finetuned_clone(baseline, tiny_data, config, seed=0)
+    for b, a in zip(before, baseline.get_weights()):
+        np.testing.assert_array_equal(b, a)
+    assert not {id(layer) for layer in tuned.layers} & {id(layer) for layer in baseline.layers}
+    assert all(not np.array_equal(b, w) for b, w in zip(before, tuned.get_weights()) if w.ndim == 2)
+    # As long as the pruning fine-tune: every step its schedule counted, with the same optimizer settings.
+    assert int(tuned.optimizer.iterations.numpy()) == pruned_tiny.result.schedule.total_steps == 3 * 6
+    assert type(tuned.optimizer).__name__ == "Adam"
+    assert float(tuned.optimizer.learning_rate.numpy()) == pytest.approx(config.learning_rate)
+    # Not pruned: the kernels are dense.
+    assert all(np.count_nonzero(w == 0) == 0 for w in tuned.get_weights() if w.ndim == 2)
