@@ -16,8 +16,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from . import variants as variant_table
 from ..errors import ConfigError
 
-#: The TFLite variants ``optimize`` can produce, in the order they are reported (the names of ``variants.TABLE``).
-VARIANTS: Tuple[str, ...] = variant_table.names()
+#: The TFLite variants ``optimize`` builds by default, in the order they are reported (the rows of
+#: ``variants.TABLE`` marked ``default``; opt-in rows such as finetuned-float32 are built when named in --variants).
+VARIANTS: Tuple[str, ...] = variant_table.defaults()
 
 
 def _check(condition: bool, message: str) -> None:
@@ -153,7 +154,8 @@ class OptimizeConfig(_Serializable):
     representative_samples: int = 200
     variants: Tuple[str, ...] = field(default=VARIANTS, metadata=flag(
         "--variants", parse=parse_variants, show=",".join,
-        help="Comma-separated variants to build; the baseline is always built. " + variant_table.help_text() + "."))
+        help="Comma-separated variants to build; the baseline is always built, opt-in ones only when named. "
+             + variant_table.help_text() + "."))
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
 

@@ -1,7 +1,9 @@
-"""``optimize``: baseline -> export -> prune -> strip -> convert -> measure -> manifest.
+"""``optimize``: baseline -> export -> [fine-tune control] -> prune -> strip -> convert -> measure -> manifest.
 
-The order matters: the baseline is converted and measured before any pruning code touches the model, and
-each variant's failure is recorded in the manifest while the others still finish.
+The order matters: the baseline is converted before any fine-tuning or pruning code touches the model, and
+each variant's failure is recorded in the manifest while the others still finish. The fine-tuned control (a
+clone fine-tuned like the pruning fine-tune, without pruning) costs a second fine-tune, so it is trained only
+when a selected variant is made from it.
 """
 from __future__ import annotations
 
@@ -123,6 +125,7 @@ def _convert_all(names: List[str], model: Any, representative: np.ndarray, conte
 
 def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> OptimizeResult:
     """Run the whole host pipeline and write the run folder; raises EdgepruneError on fatal problems."""
+    from . import finetune as finetune_mod
     from . import model as model_mod
     from . import prune as prune_mod
 
@@ -159,8 +162,8 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
         )
     write_eval_npz(data, folder / EVAL_FILE)
 
-    # Export the baseline (every variant made from it) before pruning: its weights are the reference for every
-    # comparison, and pruning code must not touch it first.
+    # Export the baseline (every variant made from it) before any fine-tune: its weights are the reference for
+    # every comparison, and neither the fine-tuned control nor pruning may touch it first.
     contents: Dict[str, bytes] = {}
     errors: Dict[str, str] = {}
     representative = data.x_train[: config.representative_samples]
@@ -172,14 +175,20 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
                                                progress)
     baseline_weights = [w.copy() for w in baseline.get_weights()]
 
+    def on_epoch(epoch: int, logs: Dict[str, Any]) -> None:
+        progress.advance(f"accuracy {logs.get('accuracy', 0):.3f}")
+
+    if by_source["finetuned"]:
+        progress.stage("Fine-tuning (control)", total=config.prune.epochs)
+        finetuned = timed("finetune", lambda: finetune_mod.finetuned_clone(baseline, data, config.prune, config.seed,
+                                                                           on_epoch=on_epoch))
+        progress.stage("Converting fine-tuned", total=len(by_source["finetuned"]))
+        timings["convert_finetuned"] = _convert_all(by_source["finetuned"], finetuned, representative, contents,
+                                                    errors, progress)
+        del finetuned
+
     progress.stage("Pruning (fine-tune)", total=config.prune.epochs)
-    pruned = timed(
-        "prune",
-        lambda: prune_mod.prune(
-            baseline, data, config.prune, config.seed,
-            on_epoch=lambda e, logs: progress.advance(f"accuracy {logs.get('accuracy', 0):.3f}"),
-        ),
-    )
+    pruned = timed("prune", lambda: prune_mod.prune(baseline, data, config.prune, config.seed, on_epoch=on_epoch))
     if any(not np.array_equal(a, b) for a, b in zip(baseline_weights, baseline.get_weights())):
         raise EdgepruneError("internal error: fine-tuning changed the baseline's weights")
     for note in pruned.notes:

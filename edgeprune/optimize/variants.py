@@ -1,9 +1,12 @@
 """The TFLite variants ``optimize`` can build: one table, looked up by name.
 
 Adding a variant is adding a row to ``TABLE``: ``convert`` builds the converter from the row's settings,
-``pipeline`` converts it from the model its ``source`` names (baseline rows before pruning starts), and
-``--variants``, ``config.VARIANTS``, the manifest's descriptions and the names a manifest may hold all come
-from here. Nothing here imports TensorFlow: the converter settings name TF attributes as strings, which
+``pipeline`` converts it from the model its ``source`` names (baseline rows before any fine-tune starts; the
+fine-tuned clone only when a selected row needs it), and ``--variants``, ``config.VARIANTS`` (the rows marked
+``default``), the manifest's descriptions and the names a manifest may hold all come from here.
+
+The ``baseline-*`` and ``finetuned-*`` rows are controls (issue 12): with the same converter settings as a
+``pruned-*`` row, they separate what quantization alone, fine-tuning alone and pruning each bought. Nothing here imports TensorFlow: the converter settings name TF attributes as strings, which
 ``convert`` resolves (``"DEFAULT"`` is ``tf.lite.Optimize.DEFAULT``, ``"int8"`` is ``tf.int8``).
 """
 from __future__ import annotations
@@ -17,8 +20,9 @@ from ..errors import ConfigError
 #: The reference variant: always built, and every ratio and delta is measured against it.
 BASELINE = "baseline-float32"
 
-#: The models a variant can be converted from: the trained (or user's) model, or its pruned and stripped clone.
-SOURCES = ("baseline", "pruned")
+#: The models a variant can be converted from: the trained (or user's) model; a clone of it fine-tuned exactly as
+#: the pruning fine-tune but without pruning (built only when a selected row needs it); its pruned, stripped clone.
+SOURCES = ("baseline", "finetuned", "pruned")
 
 #: A variant name is also its file name (``<name>.tflite``) and, with ``_`` for ``-``, a key in predictions.npz.
 NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
@@ -49,6 +53,8 @@ class Variant:
     description: str
     source: str
     converter: ConverterSettings = field(default_factory=ConverterSettings)
+    #: Built when ``--variants`` is not given; an opt-in row (False) is built only when asked for by name.
+    default: bool = True
 
     def __post_init__(self) -> None:
         if not re.match(NAME_PATTERN, self.name):
@@ -64,19 +70,28 @@ class Variant:
 
 
 _DEFAULT = ("DEFAULT",)
+#: One set of settings per kind of quantization, shared by the baseline and pruned rows: a control differs from
+#: its pruned row in the source model only.
+_DYNAMIC = ConverterSettings(optimizations=_DEFAULT)
+_FULL_INT8 = ConverterSettings(optimizations=_DEFAULT, supported_ops=("TFLITE_BUILTINS_INT8",),
+                               representative_dataset=True, input_type="int8", output_type="int8")
+_FLOAT16 = ConverterSettings(optimizations=_DEFAULT, supported_types=("float16",))
 
 #: Every variant, in the order they are built and reported.
 TABLE: Tuple[Variant, ...] = (
     Variant(BASELINE, "baseline model, float32", "baseline"),
+    Variant("baseline-dynamic", "baseline model (not pruned), dynamic-range quantization (int8 weights, float "
+                                "activations)", "baseline", _DYNAMIC),
+    Variant("baseline-int8", "baseline model (not pruned), full integer quantization (int8 weights, activations, "
+                             "input and output)", "baseline", _FULL_INT8),
+    Variant("finetuned-float32", "baseline fine-tuned like the pruning fine-tune (same epochs, steps, optimizer, "
+                                 "data) but not pruned, float32", "finetuned", default=False),
     Variant("pruned-float32", "pruned + stripped, float32", "pruned"),
     Variant("pruned-dynamic", "pruned, dynamic-range quantization (int8 weights, float activations)", "pruned",
-            ConverterSettings(optimizations=_DEFAULT)),
+            _DYNAMIC),
     Variant("pruned-int8", "pruned, full integer quantization (int8 weights, activations, input and output)",
-            "pruned",
-            ConverterSettings(optimizations=_DEFAULT, supported_ops=("TFLITE_BUILTINS_INT8",),
-                              representative_dataset=True, input_type="int8", output_type="int8")),
-    Variant("pruned-float16", "pruned, float16 weights", "pruned",
-            ConverterSettings(optimizations=_DEFAULT, supported_types=("float16",))),
+            "pruned", _FULL_INT8),
+    Variant("pruned-float16", "pruned, float16 weights", "pruned", _FLOAT16),
 )
 
 #: The table by name (insertion order is the table's order). Tests may add a row here for their duration.
@@ -88,6 +103,11 @@ def names() -> Tuple[str, ...]:
     return tuple(REGISTRY)
 
 
+def defaults() -> Tuple[str, ...]:
+    """The names built when ``--variants`` is not given, in table order (opt-in rows left out)."""
+    return tuple(name for name, row in REGISTRY.items() if row.default)
+
+
 def get(name: str) -> Variant:
     try:
         return REGISTRY[name]
@@ -96,5 +116,6 @@ def get(name: str) -> Variant:
 
 
 def help_text() -> str:
-    """The table as the ``--variants`` help lists it."""
-    return "; ".join(f"{row.name}: {row.description}" for row in REGISTRY.values())
+    """The table as the ``--variants`` help lists it; opt-in rows say so, since the default does not show them."""
+    return "; ".join(f"{row.name}: {row.description}" + ("" if row.default else " (opt-in)")
+                     for row in REGISTRY.values())

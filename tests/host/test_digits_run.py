@@ -24,20 +24,27 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MIN_SPARSITY = 0.75
 MIN_GZIP_RATIO = 10.0
 MIN_BASELINE_ACCURACY = 0.95
-MAX_DROP_POINTS = {"pruned-int8": 1.5}  # percentage points vs the baseline; 1.0 for the others
+MAX_DROP_POINTS = {"pruned-int8": 1.5, "baseline-int8": 1.5}  # percentage points vs the baseline; 1.0 for the others
 DEFAULT_MAX_DROP_POINTS = 1.0
 
 # TFLite flatbuffer tensor types (tflite schema TensorType).
-TFLITE_FLOAT32, TFLITE_FLOAT16 = 0, 1
+TFLITE_FLOAT32, TFLITE_FLOAT16, TFLITE_INT8 = 0, 1, 9
+
+#: The full-integer and dynamic-range variants, unpruned control first.
+INT8_VARIANTS = ("baseline-int8", "pruned-int8")
+DYNAMIC_VARIANTS = ("baseline-dynamic", "pruned-dynamic")
 
 
 def variants_by_name(manifest: dict) -> dict:
     return {v["name"]: v for v in manifest["variants"]}
 
 
-def test_all_five_variants_are_ok(digits_run):
+def test_all_default_variants_are_ok(digits_run):
     _, manifest = digits_run
     assert [v["name"] for v in manifest["variants"]] == list(VARIANTS)
+    assert {"baseline-int8", "baseline-dynamic"} <= set(VARIANTS) and "finetuned-float32" not in VARIANTS
+    # No opt-in variant was asked for, so the control fine-tune did not run.
+    assert "finetune" not in manifest["timings"] and "prune" in manifest["timings"]
     failed = {v["name"]: v.get("error") for v in manifest["variants"] if v["status"] != "ok"}
     assert not failed
 
@@ -177,7 +184,7 @@ def test_eval_npz_is_the_test_set(digits_run):
 # --- The files themselves, through the LiteRT interpreter -------------------------------------------------------
 
 EXPECTED_IO_DTYPE = {name: np.float32 for name in VARIANTS}
-EXPECTED_IO_DTYPE["pruned-int8"] = np.int8
+EXPECTED_IO_DTYPE.update({name: np.int8 for name in INT8_VARIANTS})
 
 
 def _interpreter(path):
@@ -219,27 +226,46 @@ def test_variant_loads_with_expected_dtypes(digits_run, name):
     assert inp[0]["dtype"] == expected and out[0]["dtype"] == expected
     assert list(inp[0]["shape"][1:]) == [8, 8, 1] and out[0]["shape"][-1] == 10
     assert entry["input"]["dtype"] == np.dtype(expected).name == entry["output"]["dtype"]
-    if name == "pruned-int8":
+    if name in INT8_VARIANTS:
         assert inp[0]["quantization"][0] == pytest.approx(entry["input"]["scale"])
         assert inp[0]["quantization"][1] == entry["input"]["zero_point"]
         assert out[0]["quantization"][0] > 0
 
 
-def test_float16_variant_stores_float16_weights(digits_run):
+def _read_flatbuffer(path: Path):
     from tensorflow.lite.tools import flatbuffer_utils
 
+    return flatbuffer_utils.read_model(str(path))
+
+
+def _constant_data(model, tensor) -> bytes:
+    """A tensor's constant data ('' for activations, which have an empty buffer)."""
+    data = model.buffers[tensor.buffer].data
+    return bytes(data) if data is not None else b""
+
+
+def weight_bytes(path: Path) -> dict:
+    """Bytes of the constant tensors (those with data in a buffer), per TFLite tensor type."""
+    model = _read_flatbuffer(path)
+    by_type: dict = {}
+    for tensor in model.subgraphs[0].tensors:
+        size = len(_constant_data(model, tensor))
+        if size:
+            by_type[tensor.type] = by_type.get(tensor.type, 0) + size
+    return by_type
+
+
+def io_and_activation_types(path: Path) -> tuple:
+    """The TFLite types of the model's input, its output, and the set over every tensor without constant data."""
+    model = _read_flatbuffer(path)
+    graph = model.subgraphs[0]
+    activations = {t.type for t in graph.tensors if not _constant_data(model, t)}
+    return graph.tensors[graph.inputs[0]].type, graph.tensors[graph.outputs[0]].type, activations
+
+
+def test_float16_variant_stores_float16_weights(digits_run):
     folder, manifest = digits_run
     variants = variants_by_name(manifest)
-
-    def weight_bytes(path):
-        model = flatbuffer_utils.read_model(str(path))
-        by_type = {}
-        for tensor in model.subgraphs[0].tensors:
-            data = model.buffers[tensor.buffer].data
-            if data is not None and len(data):
-                by_type[tensor.type] = by_type.get(tensor.type, 0) + len(data)
-        return by_type
-
     fp16 = weight_bytes(folder / "pruned-float16.tflite")
     fp32 = weight_bytes(folder / "pruned-float32.tflite")
     # Nearly all constant bytes are float16 (the weights); float32 ones, if any, are negligible.
@@ -264,3 +290,45 @@ def test_accuracy_recomputed_with_interpreter(digits_run, name):
     assert len(stored) == len(y)
     assert np.mean(stored == labels) >= 1 - 2 / len(y)
     assert float(np.mean(stored == y)) == pytest.approx(entry["accuracy"])
+
+
+# --- The controls: the unpruned baseline with the pruned rows' converter settings (issue 12) ---------------------
+
+@pytest.mark.parametrize("name", INT8_VARIANTS)
+def test_int8_variants_are_integer_throughout(digits_run, name):
+    """Full integer: int8 input, output and activations, int8 weights (int32 biases), no float constant left."""
+    folder, _ = digits_run
+    inp, out, activations = io_and_activation_types(folder / f"{name}.tflite")
+    assert inp == out == TFLITE_INT8 and activations == {TFLITE_INT8}
+    constants = weight_bytes(folder / f"{name}.tflite")
+    assert constants.get(TFLITE_INT8, 0) > 0.9 * sum(constants.values())
+    assert TFLITE_FLOAT32 not in constants and TFLITE_FLOAT16 not in constants
+
+
+@pytest.mark.parametrize("name", DYNAMIC_VARIANTS)
+def test_dynamic_variants_have_int8_weights_and_float_io(digits_run, name):
+    """Dynamic range: the weights are stored as int8, the input, output and activations stay float32."""
+    folder, manifest = digits_run
+    inp, out, activations = io_and_activation_types(folder / f"{name}.tflite")
+    assert inp == out == TFLITE_FLOAT32 and TFLITE_FLOAT32 in activations and TFLITE_INT8 not in activations
+    constants = weight_bytes(folder / f"{name}.tflite")
+    assert constants.get(TFLITE_INT8, 0) > 0.9 * sum(constants.values())
+    assert constants[TFLITE_INT8] == pytest.approx(weight_bytes(folder / "baseline-float32.tflite")[TFLITE_FLOAT32] / 4,
+                                                   rel=0.02)  # every kernel, a byte a weight instead of four
+    entry = variants_by_name(manifest)[name]
+    assert entry["input"]["dtype"] == entry["output"]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("control, pruned", [DYNAMIC_VARIANTS, INT8_VARIANTS])
+def test_baseline_controls_differ_from_their_pruned_twin_only_in_pruning(digits_run, control, pruned):
+    """Same converter settings, same architecture: same tensor types and file size; but the control is made from
+    the unpruned baseline, so it has no zeros to speak of and gzips far worse (what pruning bought)."""
+    folder, manifest = digits_run
+    variants = variants_by_name(manifest)
+    c, p = variants[control], variants[pruned]
+    assert c["status"] == p["status"] == "ok"
+    assert c["sparsity"] < 0.05 <= MIN_SPARSITY <= p["sparsity"]
+    assert (c["input"]["dtype"], c["output"]["dtype"]) == (p["input"]["dtype"], p["output"]["dtype"])
+    assert set(weight_bytes(folder / c["file"])) == set(weight_bytes(folder / p["file"]))
+    assert c["size_bytes"] == pytest.approx(p["size_bytes"], rel=0.01)
+    assert c["gzip_bytes"] > 2.5 * p["gzip_bytes"]

@@ -199,6 +199,7 @@ def test_config_round_trip(config):
     assert isinstance(from_json.prune.block_size, tuple) and isinstance(from_json.variants, tuple)
 
 
-def test_default_variants_are_the_five():
+def test_default_variants_are_the_seven():
     assert OptimizeConfig().variants == VARIANTS
-    assert len(VARIANTS) == 5
+    assert VARIANTS == ("baseline-float32", "baseline-dynamic", "baseline-int8", "pruned-float32", "pruned-dynamic",
+                        "pruned-int8", "pruned-float16")

@@ -43,26 +43,28 @@ def test_user_model_formats(cli, user_models, small_digits_npz, tmp_path, fmt):
 
 def test_one_variant_fails_the_others_finish(cli, float16_input_model, small_digits_npz, tmp_path):
     """A model with a float16 input converts to every float variant, but full-integer calibration feeds it
-    float32 samples and the converter fails: pruned-int8 is recorded with its reason, the rest is measured,
-    the manifest is written and valid, and the command exits non-zero saying which variant failed."""
+    float32 samples and the converter fails: both full-integer variants (pruned-int8 and its unpruned control
+    baseline-int8) are recorded with their reason, the rest is measured, the manifest is written and valid, and
+    the command exits non-zero saying which variants failed."""
     out = tmp_path / "out"
     proc = cli("optimize", "--model", str(float16_input_model), "--data", str(small_digits_npz), "--out", str(out),
                *FAST_ARGS)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error_lines) == 1 and "pruned-int8" in error_lines[0], proc.stderr
+    assert len(error_lines) == 1 and "2 variant(s) failed: baseline-int8, pruned-int8" in error_lines[0], proc.stderr
 
     manifest = json.loads(proc.stdout)
     validate(manifest)
     assert json.loads((out / "manifest.json").read_text()) == manifest
     variants = {v["name"]: v for v in manifest["variants"]}
     assert list(variants) == list(VARIANTS)
-    failed = variants.pop("pruned-int8")
-    assert failed["status"] == "error"
-    assert "conversion failed" in failed["error"] and "float16" in failed["error"].lower()
-    assert "file" not in failed
-    assert not (out / "pruned-int8.tflite").exists()
+    for name in ("baseline-int8", "pruned-int8"):
+        failed = variants.pop(name)
+        assert failed["status"] == "error"
+        assert "conversion failed" in failed["error"] and "float16" in failed["error"].lower()
+        assert "file" not in failed
+        assert not (out / f"{name}.tflite").exists()
     for name, v in variants.items():
         assert v["status"] == "ok", (name, v.get("error"))
         assert (out / v["file"]).stat().st_size == v["size_bytes"]

@@ -44,7 +44,23 @@ def test_every_row_is_complete():
         assert isinstance(row.converter, ConverterSettings), row
         assert row.file == f"{row.name}.tflite"
     assert variants.TABLE[0].name == BASELINE and variants.get(BASELINE).source == "baseline"
-    assert VARIANTS == variants.names() == tuple(row.name for row in variants.TABLE)
+    assert variants.names() == tuple(row.name for row in variants.TABLE)
+    assert VARIANTS == variants.defaults() == tuple(row.name for row in variants.TABLE if row.default)
+
+
+def test_the_controls_are_rows_with_their_pruned_twins_settings():
+    """issue 12: each control differs from the pruned row it is compared with in its source model only."""
+    for control, twin, source in (("baseline-dynamic", "pruned-dynamic", "baseline"),
+                                  ("baseline-int8", "pruned-int8", "baseline"),
+                                  ("finetuned-float32", "pruned-float32", "finetuned")):
+        row = variants.get(control)
+        assert (row.source, row.converter) == (source, variants.get(twin).converter), control
+    assert {"baseline-dynamic", "baseline-int8"} <= set(VARIANTS)
+    assert not variants.get("finetuned-float32").default and "finetuned-float32" not in VARIANTS
+    assert OptimizeConfig(out="x").variants == VARIANTS
+    assert parse_variants("finetuned-float32,pruned-int8") == ("finetuned-float32", "pruned-int8")
+    assert OptimizeConfig(out="x", variants=("finetuned-float32",)).variants == (BASELINE, "finetuned-float32")
+    assert "fine-tuned" in variants.get("finetuned-float32").description
 
 
 def test_converter_settings_name_real_tensorflow_attributes():
@@ -112,10 +128,12 @@ def test_an_added_row_is_built_measured_and_recorded(extra_rows, user_models, sm
 
 # --- The command line --------------------------------------------------------------------------------------------
 
-#: ``edgeprune optimize``'s flags and defaults before they were derived from the config fields.
+#: ``edgeprune optimize``'s flags and defaults before they were derived from the config fields (the controls
+#: baseline-dynamic and baseline-int8 joined the default variants with issue 12).
 FLAGS = {
     ("--model",): None, ("--data",): None, ("--out",): None,
-    ("--variants",): "baseline-float32,pruned-float32,pruned-dynamic,pruned-int8,pruned-float16",
+    ("--variants",): "baseline-float32,baseline-dynamic,baseline-int8,pruned-float32,pruned-dynamic,pruned-int8,"
+                     "pruned-float16",
     ("--train-epochs",): 30, ("--prune-epochs", "--epochs"): 10, ("--batch-size",): 32,
     ("--initial-sparsity",): 0.5, ("--final-sparsity",): 0.8, ("--frequency",): None, ("--end-fraction",): 0.6,
     ("--block-size",): "4x1", ("--seed",): 0,
@@ -143,6 +161,7 @@ def test_help_lists_the_flags_and_the_table():
             assert f"[default: {default}]" in text
     for row in variants.TABLE:
         assert f"{row.name}: {row.description}" in text
+    assert f"finetuned-float32: {variants.get('finetuned-float32').description} (opt-in)" in text
 
 
 def test_default_options_give_the_default_config():
