@@ -21,8 +21,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import stats
 
 #: ``when`` a column is read: set by ``frame`` itself; from the variant, always; from the stored result, when the
-#: device answered; from the result, when it measured ok; against the baseline on the same device, both ok.
-SET, HOST, ANSWERED, MEASURED, VS_BASELINE = "set", "host", "answered", "measured", "vs-baseline"
+#: device answered; from the result, when it measured ok; against the baseline on the same device, both ok; from
+#: the device's own figures (its A/A band and verdict), on every row of the device.
+SET, HOST, ANSWERED, MEASURED, VS_BASELINE, DEVICE = "set", "host", "answered", "measured", "vs-baseline", "device"
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Pair:
     variant: Dict[str, Any]  # the store's variants row
     base: Optional[Dict[str, Any]]  # the baseline's variants row, when it was built
     result: Optional[Dict[str, Any]]  # the store's results row (None: never measured)
-    samples: Optional[List[float]]  # the agent's latency samples (µs)
-    ci: Optional[stats.Interval]  # the p50's bootstrap 95% interval
+    rounds: Optional[List[float]]  # the cell's p50 per round (µs, NaN where not visited); None: no rounds
+    ci: Optional[stats.Interval]  # the p50's 95% interval between rounds (the agent's, as stored)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,20 @@ class Relative:
     row: Mapping[str, Any]
     base: Mapping[str, Any]
     is_baseline: bool
-    ratio: Optional[stats.Interval]  # baseline p50 / this p50, bootstrapped (None for the baseline itself)
+    verdict: Optional[stats.Verdict]  # the speed-up judged against the device's A/A band (None for the baseline)
+
+    @property
+    def ratio(self) -> Optional[stats.Interval]:
+        """baseline p50 / this p50, paired by round (None without rounds, and for the baseline itself)."""
+        return self.verdict.ratio if self.verdict else None
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device's own figures (``read`` of DEVICE columns): the same on every row of that device."""
+
+    band: Optional[stats.Interval]  # the A/A noise band (None: no noise floor)
+    verdict: str  # what pruning, quantization and both bought, one part per line
 
 
 @dataclass(frozen=True)
@@ -115,23 +129,40 @@ def _number(spec: str, suffix: str = "", times: float = 1) -> Show:
     return lambda v, row, view: _fmt(v * times, spec) + suffix if present(v) else ""
 
 
-def _latency_text(value: float) -> str:
+def latency_text(value: float) -> str:
     """Three significant digits or so, at most 5 characters below 100000: 7.12, 27.7, 123, 4567."""
     return _fmt(value, ".2f" if abs(value) < 10 else ".1f" if abs(value) < 100 else ".0f") if value == value else ""
 
 
 def _latency(v: Any, row: Mapping[str, Any], view: View) -> str:
-    return _latency_text(v / view.scale)
+    return latency_text(v / view.scale)
 
 
 def _ci(v: Any, row: Mapping[str, Any], view: View) -> str:
-    low, high = _latency_text(v / view.scale), _latency_text(row["p50_ci_high_us"] / view.scale)
+    low, high = latency_text(v / view.scale), latency_text(row["p50_ci_high_us"] / view.scale)
     return f"{low}-{high}" if low else ""
 
 
 def _speedup(v: Any, row: Mapping[str, Any], view: View) -> str:
+    """``~`` within the noise (no measurable change), ``?`` not judged (no rounds, too few, no noise floor)."""
     text = _fmt(v, ".2f")
-    return ("~" if row["speedup_significant"] is False else "") + text + "x" if text else ""
+    if not text:
+        return ""
+    judged = row["speedup_significant"]
+    if judged is None and present(row["verdict"]):
+        return text + "x?"
+    return ("~" if judged is False else "") + text + "x"
+
+
+def _ratio_ci(v: Any, row: Mapping[str, Any], view: View) -> str:
+    return stats.span_text(v, row["speedup_ci_high"]) if present(v) else ""
+
+
+def _half_width(v: Any, row: Mapping[str, Any], view: View) -> str:
+    """``±0.7%``; ``*`` after it when the cell did not settle (it is listed under the table)."""
+    if not present(v):
+        return ""
+    return stats.percent(v) + ("*" if row["settled"] is False else "")
 
 
 def _answered(key: str) -> Callable[[Pair], Any]:
@@ -143,8 +174,29 @@ def _gzip_ratio(pair: Pair) -> float:
     return base["gzip_bytes"] / variant["gzip_bytes"] if base and variant["gzip_bytes"] else math.nan
 
 
-def _throttled(pair: Pair) -> Optional[bool]:
-    return None if pair.result["throttled"] is None else bool(pair.result["throttled"])  # type: ignore[index]
+def _flag(key: str) -> Callable[[Pair], Optional[bool]]:
+    """A stored 1/0/NULL as True/False/None."""
+    return lambda p: None if p.result.get(key) is None else bool(p.result[key])  # type: ignore[union-attr]
+
+
+def _half(pair: Pair) -> float:
+    """The p50 interval's half-width as a fraction of the p50: the agent's, else from the interval."""
+    stored = pair.result.get("ci_half_width")  # type: ignore[union-attr]
+    return _num(stored if stored is not None else stats.relative_half_width(pair.ci))
+
+
+def _called(r: Relative) -> Any:
+    """True: called faster or slower; False: no measurable change; None: not judged (see ``verdict``)."""
+    if r.is_baseline:
+        return math.nan
+    return r.verdict.real if r.verdict and r.verdict.kind in _JUDGED else None
+
+
+_JUDGED = (stats.FASTER, stats.SLOWER, stats.NO_CHANGE)
+
+
+def _band(side: str) -> Callable[[Device], float]:
+    return lambda d: getattr(d.band, side) if d.band else math.nan
 
 
 # -- the table --------------------------------------------------------------------------------------------------
@@ -159,6 +211,7 @@ COLUMNS: Tuple[Column, ...] = (
     Column("runtime_version", when=ANSWERED, read=_answered("runtime_version")),
     Column("threads", when=ANSWERED, read=_answered("threads")),
     Column("machine", when=ANSWERED, read=_answered("machine")),
+    Column("plan_id", when=ANSWERED, read=_answered("plan_id")),
     Column("size_kb", "KB", HOST, lambda p: _kb(p.variant["size_bytes"]),
            header="size KB", terminal="size\nKB", show=_number(".1f"), host=True),
     Column("gzip_kb", "KB", HOST, lambda p: _kb(p.variant["gzip_bytes"]),
@@ -183,25 +236,41 @@ COLUMNS: Tuple[Column, ...] = (
     Column("p50_ci_low_us", "µs", MEASURED, lambda p: p.ci.low if p.ci else math.nan,
            header="p50 95% CI", terminal="", show=_ci),
     Column("p50_ci_high_us", "µs", MEASURED, lambda p: p.ci.high if p.ci else math.nan),
+    Column("p50_half_width", "fraction", MEASURED, _half, header="p50 ±", terminal="p50\n±", show=_half_width,
+           legend="p50 = median of the per-round p50s, ± = half its 95% interval between rounds, * = did not "
+                  "settle (listed under the table)"),
+    Column("settled", when=MEASURED, read=_flag("settled"), dtype="object"),
+    Column("rounds", when=MEASURED, read=_stored("rounds"), header="rounds", terminal="", show=_number(".0f")),
     Column("p90_us", "µs", MEASURED, _stored("p90_us"),
-           header="p90 {latency}", terminal="p90\n{latency}", show=_latency),
+           header="p90 {latency}", terminal="", show=_latency),
     Column("p99_us", "µs", MEASURED, _stored("p99_us"),
            header="p99 {latency}", terminal="p99\n{latency}", show=_latency),
-    Column("speedup", "x", VS_BASELINE, lambda r: r.base["p50_us"] / r.row["p50_us"],
+    Column("speedup", "x", VS_BASELINE, lambda r: r.ratio.mid if r.ratio else r.base["p50_us"] / r.row["p50_us"],
            header="speed-up", terminal="speed\nup", show=_speedup,
-           legend="speed-up = baseline p50 / variant p50 on the same device, ~ = within the noise (the bootstrap 95% "
-                  "interval of the ratio contains 1)"),
-    Column("speedup_ci_low", "x", VS_BASELINE, lambda r: r.ratio.low if r.ratio else math.nan),
+           legend="speed-up = baseline p50 / variant p50 on the same device, paired by round (the median of the "
+                  "per-round ratios), ~ = no measurable change (its 95% interval includes 1 or lies within the "
+                  "device's A/A noise band), ? = not judged (see the verdict)"),
+    Column("speedup_ci_low", "x", VS_BASELINE, lambda r: r.ratio.low if r.ratio else math.nan,
+           header="speed-up 95% CI", terminal="", show=_ratio_ci),
     Column("speedup_ci_high", "x", VS_BASELINE, lambda r: r.ratio.high if r.ratio else math.nan),
-    Column("speedup_significant", when=VS_BASELINE, dtype="object",
-           read=lambda r: math.nan if r.is_baseline else stats.outside_noise(r.ratio)),
+    Column("speedup_significant", when=VS_BASELINE, dtype="object", read=_called),
+    Column("verdict", when=VS_BASELINE, dtype="object", read=lambda r: r.verdict.kind if r.verdict else math.nan,
+           header="verdict", terminal="", show=lambda v, row, view: v if present(v) else "",
+           legend="verdict = what the speed-up's interval says against the A/A band: faster, slower, no measurable "
+                  "change, or why it is not judged"),
+    Column("verdict_text", when=VS_BASELINE, dtype="object",
+           read=lambda r: r.verdict.phrase if r.verdict else math.nan),
+    Column("noise", "fraction", DEVICE, lambda d: _num(stats.noise_fraction(d.band))),
+    Column("noise_band_low", "x", DEVICE, _band("low")),
+    Column("noise_band_high", "x", DEVICE, _band("high")),
     Column("init_ms", "ms", MEASURED, _stored("init_ms"), header="init ms", terminal="init\nms", show=_number(".1f")),
     Column("rss_peak_mib", "MiB", MEASURED, lambda p: _kb(p.result["rss_peak_kib"]),
            header="RSS MiB", terminal="RSS\nMiB", show=_number(".0f"),
            legend="RSS = peak resident memory of the agent"),
-    Column("throttled", when=MEASURED, read=_throttled, header="throttled", terminal="thrott-\nled",
+    Column("throttled", when=MEASURED, read=_flag("throttled"), header="throttled", terminal="thrott-\nled",
            show=lambda v, row, view: "" if v is None or v != v else ("yes" if v else "no")),
-    Column("samples", when=MEASURED, read=lambda p: len(p.samples or [])),
+    Column("invokes", when=MEASURED, read=_stored("runs")),
+    Column("device_verdict", when=DEVICE, dtype="object", read=lambda d: d.verdict),
 )
 
 NAMES: Tuple[str, ...] = tuple(column.name for column in COLUMNS)

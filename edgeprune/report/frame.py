@@ -2,8 +2,12 @@
 
 ``compare(db, run_id)`` returns it as a pandas DataFrame with the columns of ``columns.COLUMNS`` (machine units:
 bytes as KB, latency in µs, accuracy as a fraction). Nothing here measures anything: every figure is read from
-the store, and the ratios are computed from the stored sizes and latencies. No presentation either: the views
-(terminal, Markdown, HTML, CSV, plots) take this table as it is.
+the store, and the ratios are computed from the stored sizes and per-round p50s. A p50's interval is the one the
+agent computed from the variation between rounds (stored with it); a speed-up and its interval come from the
+per-round ratios paired by round within the device's plan, judged against the device's A/A band (``noise``,
+``verdict``, docs/statistics.md). Rows measured before rounds (store schema 1) keep their figures but get no
+interval and no verdict. No presentation either: the views (terminal, Markdown, HTML, CSV, plots) take this
+table as it is.
 """
 from __future__ import annotations
 
@@ -12,25 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
-
 from . import stats
-from .columns import ANSWERED, COLUMNS, HOST, MEASURED, NAMES, VS_BASELINE, Pair, Relative
-from ..results.agent_result import stored_samples
+from .columns import ANSWERED, COLUMNS, DEVICE, HOST, MEASURED, NAMES, VS_BASELINE, Device, Pair, Relative
+from .noise import BASELINE, TWIN, DeviceFacts, all_facts, rounds_of
+from .verdict import device_verdict, speedup_verdict
 from ..results.store import Store
 
-BASELINE = "baseline-float32"
 _READ_WHEN = {"not-built": (HOST,), "not-measured": (HOST,), "answered": (HOST, ANSWERED),
               "ok": (HOST, ANSWERED, MEASURED)}
+Key = Tuple[str, str]
 
 
 @dataclass
 class RunReport:
-    """A run's metadata and its comparison table."""
+    """A run's metadata, its comparison table, each measured pair's per-round p50s (None: no rounds) and each
+    device's facts (its A/A band, unsettled cells and verdict)."""
 
     run: Dict[str, Any]
     frame: Any  # pandas.DataFrame
-    medians: Dict[Tuple[str, str], Optional[np.ndarray]] = field(default_factory=dict, repr=False)
+    rounds: Dict[Key, Optional[List[float]]] = field(default_factory=dict, repr=False)
+    devices: Dict[str, DeviceFacts] = field(default_factory=dict)
 
 
 def _error(row: Any) -> Optional[str]:
@@ -48,19 +53,24 @@ def _status(run_id: int, variant: Dict[str, Any], result: Optional[Dict[str, Any
     return result["status"], _error(result)
 
 
+def _interval(result: Dict[str, Any]) -> Optional[stats.Interval]:
+    """The p50's interval between rounds, as the agent computed and the store holds it (None: no rounds)."""
+    low, high = result.get("p50_low_us"), result.get("p50_high_us")
+    return None if low is None or high is None else stats.Interval(low, high, result.get("p50_us"))
+
+
 def _pair_row(run_id: int, device: str, variant: Dict[str, Any], base: Optional[Dict[str, Any]],
-              result: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[np.ndarray]]:
+              result: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[List[float]]]:
     """One device x variant row (the host's figures from the variant, the device's from its stored result), and
-    the bootstrap medians of its p50."""
+    its per-round p50s."""
     status, error = _status(run_id, variant, result)
     row: Dict[str, Any] = {"run_id": run_id, "device": device, "variant": variant["name"], "status": status,
                            "error": error}
     stage = status if status in _READ_WHEN else "answered"
-    samples = stored_samples(result["agent_json"]) if stage == "ok" else None  # type: ignore[index]
-    medians = stats.bootstrap_medians(samples)
-    pair = Pair(variant, base, result, samples, stats.interval(medians))
+    rounds = rounds_of(result) if stage == "ok" else None
+    pair = Pair(variant, base, result, rounds, _interval(result) if stage == "ok" else None)  # type: ignore[arg-type]
     row.update({c.name: c.read(pair) for c in COLUMNS if c.when in _READ_WHEN[stage] and c.read})
-    return row, medians
+    return row, rounds
 
 
 def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
@@ -72,39 +82,54 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
         run_id = int(run["id"])
         variants = [dict(v) for v in store.variants(run_id)]
         results = {(r["device"], r["variant"]): dict(r) for r in store.results(run_id)}
+        plans = {int(p["id"]): dict(p) for p in store.plans(run_id)}
         devices = [d["name"] for d in store.devices(run_id)]
     devices += sorted({device for device, _ in results} - set(devices))
     base = next((v for v in variants if v["name"] == BASELINE and v["status"] == "ok"), None)
     rows: List[Dict[str, Any]] = []
-    medians: Dict[Tuple[str, str], Optional[np.ndarray]] = {}
+    rounds: Dict[Key, Optional[List[float]]] = {}
     for device in devices:
         for variant in variants:
-            row, medians[(device, variant["name"])] = _pair_row(run_id, device, variant, base,
-                                                                results.get((device, variant["name"])))
+            row, rounds[(device, variant["name"])] = _pair_row(run_id, device, variant, base,
+                                                               results.get((device, variant["name"])))
             rows.append(row)
     frame = pd.DataFrame(rows, columns=list(NAMES))
     for column in COLUMNS:
         if column.dtype:
             frame[column.name] = frame[column.name].astype(column.dtype)
-    _relative_to_baseline(frame, medians)
+    facts = all_facts(devices, results, plans)
+    _relative_to_baseline(frame, results, facts)
+    _per_device(frame, facts)
     run_info = {key: run[key] for key in ("id", "created", "run_folder", "model_source", "dataset")}
     run_info["db"] = str(db)
-    return RunReport(run_info, frame, medians)
+    return RunReport(run_info, frame, rounds, facts)
 
 
-def _relative_to_baseline(frame: Any, medians: Dict[Tuple[str, str], Optional[np.ndarray]]) -> None:
-    """The VS_BASELINE columns (speed-up, accuracy delta...) against the baseline measured on the same device."""
+def _relative_to_baseline(frame: Any, results: Dict[Key, Dict[str, Any]], facts: Dict[str, DeviceFacts]) -> None:
+    """The VS_BASELINE columns (speed-up, its verdict, accuracy delta...) against the baseline on the same device."""
     relative = [c for c in COLUMNS if c.when == VS_BASELINE and c.read]
     for index, row in frame.iterrows():
-        base = frame[(frame["device"] == row["device"]) & (frame["variant"] == BASELINE)]
+        device = row["device"]
+        base = frame[(frame["device"] == device) & (frame["variant"] == BASELINE)]
         if base.empty or row["status"] != "ok" or base.iloc[0]["status"] != "ok":
             continue
         is_baseline = row["variant"] == BASELINE
-        ratio = None if is_baseline else stats.ratio_interval(medians.get((row["device"], BASELINE)),
-                                                              medians.get((row["device"], row["variant"])))
-        context = Relative(row, base.iloc[0], is_baseline, ratio)
+        verdict = None if is_baseline else speedup_verdict(results[(device, BASELINE)],
+                                                           results[(device, row["variant"])], facts[device].band,
+                                                           facts[device].why)
+        context = Relative(row, base.iloc[0], is_baseline, verdict)
         for column in relative:
             frame.at[index, column.name] = column.read(context)
+
+
+def _per_device(frame: Any, facts: Dict[str, DeviceFacts]) -> None:
+    """Each device's verdict (from its finished rows), and the DEVICE columns on every row of it."""
+    columns = [c for c in COLUMNS if c.when == DEVICE and c.read]
+    for device, rows in frame.groupby("device", sort=False):
+        facts[device].verdicts = device_verdict(rows.to_dict("records"))
+        figures = Device(facts[device].band, " | ".join(facts[device].verdicts))
+        for column in columns:
+            frame.loc[rows.index, column.name] = column.read(figures)
 
 
 def compare(db: "str | Path", run_id: Optional[int] = None) -> Any:
@@ -113,13 +138,14 @@ def compare(db: "str | Path", run_id: Optional[int] = None) -> Any:
 
 
 def list_runs(db: "str | Path") -> Any:
-    """One row per stored run: id, date, model, devices, variants and result status counts."""
+    """One row per stored run: id, date, model, devices, variants and the status counts of its device x variant
+    pairs (the baseline's A/A twin is a measurement of the baseline, not a pair of its own)."""
     import pandas as pd
 
     rows = []
     with Store.open(db, create=False) as store:
         for run in store.runs():
-            results = store.results(run["id"])
+            results = [r for r in store.results(run["id"]) if r["variant"] != TWIN]
             variants = store.variants(run["id"])
             counts = {status: sum(r["status"] == status for r in results) for status in ("ok", "error", "failed", "invalid")}
             rows.append({

@@ -19,6 +19,8 @@ table { border-collapse: collapse; margin: 4px 0 8px; }
 th, td { padding: 3px 7px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th { background: #f2f4f7; font-weight: 600; } td.left, th.left { text-align: left; }
 tr.failed td { background: #fff1f0; } td.reason { color: #a8071a; text-align: left; white-space: normal; }
+p.floor { color: #555; margin: 4px 0; } ul.verdict { margin: 4px 0 8px; font-weight: 600; }
+div.unsettled { background: #fffbe6; border-left: 3px solid #faad14; padding: 4px 10px; margin: 6px 0; }
 img { display: block; margin: 12px 0; border: 1px solid #eee; max-width: 100%; }
 """
 
@@ -52,6 +54,19 @@ def _table(group: Group) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _notes(group: Group) -> str:
+    """The device's noise floor, its verdict and the cells that did not settle, under its table."""
+    parts = [f'<p class="floor">{for_html(group.floor, 600)}</p>'] if group.floor else []
+    if group.verdicts:
+        items = "".join(f"<li>{for_html(line, 600)}</li>" for line in group.verdicts)
+        parts.append(f'<ul class="verdict">{items}</ul>')
+    if group.unsettled:
+        cells = "".join(f"<li>{for_html(cell)}</li>" for cell in group.unsettled)
+        parts.append(f'<div class="unsettled"><p>{for_html(group.unsettled_heading)}</p><ul>{cells}</ul>'
+                     f"<p>{for_html(group.advice, 600)}</p></div>")
+    return "".join(parts)
+
+
 def _image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
@@ -66,8 +81,8 @@ def html(report: RunReport, pngs: Dict[str, Path]) -> str:
         f'<p class="meta">{for_html(run["created"])} · model: {for_html(run["model_source"])} · '
         f'data: {for_html(run["dataset"])} · folder: <code>{for_html(run["run_folder"])}</code></p>',
     ]
-    for group in groups(report.frame):
-        parts += [f"<h2>{for_html(group.heading)}</h2>", _table(group)]
+    for group in groups(report.frame, facts=report.devices):
+        parts += [f"<h2>{for_html(group.heading)}</h2>", _table(group), _notes(group)]
     parts.append(f'<p class="legend">{escape(LEGEND)}</p>')
     if pngs:
         parts.append("<h2>Plots</h2>")

@@ -220,7 +220,8 @@ class Verdict:
         return self.phrase
 
 
-def _percent(fraction: float) -> str:
+def percent(fraction: float) -> str:
+    """A fraction as the report writes a ± width: ``±0.8%``, ``±2.5%``, ``±12%``."""
     value = fraction * 100
     text = f"{value:.0f}" if value >= 9.95 else f"{value:.1f}".rstrip("0").rstrip(".")
     return f"±{text}%"
@@ -241,16 +242,32 @@ def call_speedup(ratio: Optional[Interval], band: Optional[Interval]) -> Verdict
     mid = ratio.mid if ratio.mid is not None else (ratio.low + ratio.high) / 2
     noise = noise_fraction(band)
     if noise is None:
-        return Verdict(NO_FLOOR, f"{mid:.2f}x ({ratio.low:.2f}-{ratio.high:.2f}), no noise floor "
+        return Verdict(NO_FLOOR, f"{ratio_text(mid, ratio.low, ratio.high)}, no noise floor "
                                  f"(the A/A pair has fewer than {MIN_ROUNDS} rounds)", ratio, band)
-    noise_text = f"noise {_percent(noise)}"
+    noise_text = f"noise {percent(noise)}"
     if ratio.low > 1.0 + noise:
-        return Verdict(FASTER, f"{mid:.2f}x faster ({ratio.low:.2f}-{ratio.high:.2f}), {noise_text}", ratio, band)
+        return Verdict(FASTER, f"{ratio_text(mid, ratio.low, ratio.high, 'faster')}, {noise_text}", ratio, band)
     if ratio.high < 1.0 - noise:
         # Said the way round a user reads it: the variant takes 1/ratio times as long.
-        return Verdict(SLOWER, f"{1 / mid:.2f}x slower ({1 / ratio.high:.2f}-{1 / ratio.low:.2f}), {noise_text}",
+        return Verdict(SLOWER, f"{ratio_text(1 / mid, 1 / ratio.high, 1 / ratio.low, 'slower')}, {noise_text}",
                        ratio, band)
     return Verdict(NO_CHANGE, f"no measurable change, {noise_text}", ratio, band)
+
+
+def _digits(low: float, high: float) -> int:
+    return 3 if f"{low:.2f}" == f"{high:.2f}" else 2
+
+
+def span_text(low: float, high: float) -> str:
+    """``1.28-1.36``; three decimals when two would print one number twice (``1.008-1.011``)."""
+    digits = _digits(low, high)
+    return f"{low:.{digits}f}-{high:.{digits}f}"
+
+
+def ratio_text(mid: float, low: float, high: float, word: str = "") -> str:
+    """``1.30x faster (1.28-1.36)``, or ``1.009x faster (1.008-1.011)`` for a small, tight effect (not
+    ``1.01x (1.01-1.01)``)."""
+    return f"{mid:.{_digits(low, high)}f}x{' ' + word if word else ''} ({span_text(low, high)})"
 
 
 def run_change_interval(a_rounds: Optional[Sequence[float]], b_rounds: Optional[Sequence[float]],

@@ -1,4 +1,5 @@
-"""The report in the terminal (Rich): one narrow table per device, each failure's reason under it."""
+"""The report in the terminal (Rich): one narrow table per device, each failure's reason under it, then the
+device's noise floor, its verdict and the cells that did not settle."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
@@ -26,7 +27,7 @@ def print_report(report: RunReport, console: Any) -> None:
     run = report.run
     console.print(f"[bold]edgeprune report: run {run['id']}[/] ({for_rich(run['created'])}, "
                   f"{for_rich(run['model_source'])}, {for_rich(run['dataset'])})", highlight=False)
-    for group in groups(report.frame, terminal=True):
+    for group in groups(report.frame, terminal=True, facts=report.devices):
         table = Table(title=for_rich(group.heading), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                       collapse_padding=True)
         for column in group.table.columns:
@@ -38,4 +39,25 @@ def print_report(report: RunReport, console: Any) -> None:
         console.print(table)
         for variants, status, reason in _same_reason(group):
             console.print(f"  [red]{for_rich(variants)}[/] ({for_rich(status)}): {for_rich(reason)}", highlight=False)
+        print_notes(group, console)
     console.print(f"[dim]{LEGEND}[/]", highlight=False)
+
+
+def indented(console: Any, markup: str) -> None:
+    """One note under a table, indented by two spaces, its wrapped lines too."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    console.print(Padding(Text.from_markup(markup), (0, 0, 0, 2)), highlight=False)
+
+
+def print_notes(group: Group, console: Any) -> None:
+    """The device's noise floor, its verdict (one line each) and the cells that did not settle."""
+    if group.floor:
+        indented(console, f"[dim]{for_rich(group.floor, 600)}[/]")
+    for line in group.verdicts:
+        indented(console, f"[bold]{for_rich(line, 600)}[/]")
+    if group.unsettled:
+        indented(console, f"[yellow]{for_rich(group.unsettled_heading)}[/] "
+                 + "; ".join(for_rich(cell) for cell in group.unsettled) + ".")
+        indented(console, f"[dim]{for_rich(group.advice, 600)}[/]")

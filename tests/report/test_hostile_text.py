@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, NamedTuple
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -28,6 +29,7 @@ from edgeprune.cli.display import FleetDisplay, RichProgress, variants_table
 from edgeprune.results.store import Store
 from edgeprune.text import clean, for_csv, for_html, for_markdown, for_matplotlib, for_rich
 from support.cli import edgeprune
+from support.store_rows import round_cell, store_plan
 
 MARKUP = "[/] [link=http://evil]x[/link] [bold red]boom[/]"
 ESCAPES = "\x1b]0;pwned\x07 \x1b[2J \r\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\ \x9b31m \u202etxt.exe"
@@ -188,6 +190,81 @@ def test_runs_prints_device_text_literally(hostile_db):
     proc = run_cli("runs", "--db", str(hostile_db.db))
     assert_inert(proc.stdout, "runs")
     assert "model [/] [link=http://evil]x[/link]" in proc.stdout and "down [bold red]x[/]" in proc.stdout
+
+
+# -- the same on runs measured in rounds: the noise floor, the verdicts and the unsettled cells --------------------
+
+def _round_cells(seed: int) -> Dict[str, Dict[str, object]]:
+    """The good device's plan: hostile runtime text, a hostile variant that did not settle."""
+    rng = np.random.default_rng(seed)
+    base = 900.0 * (1 + rng.normal(0, 0.01, 12))
+    hostile = {"runtime": f"ai_edge_litert {MARKUP}", "machine": f"aarch64 {ESCAPES}", "python_version": HOSTILE}
+    return {"baseline-float32": round_cell(list(base), 0.95, **hostile),
+            "baseline-float32@aa": round_cell(list(base * (1 + rng.normal(0, 0.01, 12))), 0.95, **hostile),
+            "pruned-int8": round_cell(list(base / 2.2), 0.94, **hostile),
+            EVIL_VARIANT: round_cell(list(base / 1.5), 0.93, settled=False, half_width=0.047, **hostile)}
+
+
+def _down_cells() -> Dict[str, Dict[str, object]]:
+    """The other device: its A/A twin failed with a hostile, huge message (so it has no noise floor)."""
+    base = list(900.0 * (1 + np.random.default_rng(3).normal(0, 0.01, 12)))
+    return {"baseline-float32": round_cell(base, 0.95),
+            "baseline-float32@aa": {"status": "error", "error_kind": f"twin {MARKUP}", "error_message": HUGE},
+            "pruned-int8": round_cell([v / 2 for v in base], 0.94)}
+
+
+@pytest.fixture(scope="module")
+def hostile_rounds(tmp_path_factory: pytest.TempPathFactory):
+    db = tmp_path_factory.mktemp("hostile-rounds") / "store.db"
+    runs = []
+    with Store.open(db) as store:
+        for seed in (1, 2):
+            run_id = store.create_run("/nonexistent/run", MANIFEST, {})
+            store_plan(store, run_id, DEVICE_OK, _round_cells(seed), stopped_by="budget")
+            store_plan(store, run_id, DEVICE_DOWN, _down_cells())
+            runs.append(run_id)
+    out = tmp_path_factory.mktemp("hostile-rounds-report") / "report"
+    proc = run_cli("report", str(runs[0]), "--db", str(db), "--out", str(out), "--format", "csv,md,html")
+    return HostileDb(db, tuple(runs)), proc.stdout, out
+
+
+TWIN_REASON = f"its A/A twin (baseline-float32@aa) error: twin {MARKUP}: {MARKUP}"
+UNSETTLED = f"{EVIL_VARIANT}: ±4.7% after 12 rounds"
+
+
+def test_rounds_report_shows_the_noise_floor_and_unsettled_cells_literally(hostile_rounds):
+    _, stdout, _ = hostile_rounds
+    assert_inert(stdout, "stdout")
+    assert f"No noise floor: {TWIN_REASON}" in stdout and UNSETTLED in stdout
+    assert "Both bought (pruned-int8 vs baseline-float32)" in stdout
+    assert "A" * 300 not in stdout  # the twin's huge message is cut in the sentence that quotes it
+
+
+def test_rounds_report_files_escape_the_new_sections(hostile_rounds):
+    _, _, out = hostile_rounds
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for name, text in (("md", markdown), ("html", re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,", html))):
+        assert_inert(text, name)
+    assert for_markdown(UNSETTLED) in markdown and for_markdown(TWIN_REASON) in markdown
+    assert not re.search(r"(?<!\\)<script", markdown) and "[y](http://evil" not in markdown
+    assert for_html(UNSETTLED) in html and for_html(TWIN_REASON) in html
+    assert "<script" not in html and "href=" not in html
+    csv = pd.read_csv(out / "report.csv")
+    for column in ("verdict_text", "device_verdict"):
+        cells = csv[column].dropna().astype(str)
+        assert len(cells) and not cells.map(lambda v: bool(CONTROL.search(v))).any(), column
+        assert cells.map(len).max() < 2000 + 30, column
+    down = csv[(csv["device"] == for_csv(DEVICE_DOWN)) & (csv["variant"] == "pruned-int8")]
+    assert "no noise floor (its A/A twin" in down["verdict_text"].item()
+
+
+def test_rounds_compare_shows_the_noise_line_literally(hostile_rounds):
+    store, _, _ = hostile_rounds
+    proc = run_cli("report", "--db", str(store.db), "--compare", *map(str, store.runs))
+    assert_inert(proc.stdout, "compare")
+    assert f"nothing is called (run {store.runs[0]}: {TWIN_REASON}" in proc.stdout
+    assert "Noise (A/A): run" in proc.stdout and "A" * 300 not in proc.stdout
 
 
 # -- the progress displays and the optimize table ----------------------------------------------------------------

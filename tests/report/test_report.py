@@ -69,14 +69,22 @@ def test_table_rows_and_ratios_come_from_the_store(bench_db):
         assert row["p50_us"] == result["p50_us"] and row["p99_us"] == result["p99_us"]
         assert row["p50_us"] <= row["p90_us"] <= row["p99_us"]
         assert row["p50_ci_low_us"] <= row["p50_us"] <= row["p50_ci_high_us"]
-        assert row["speedup"] == pytest.approx(device_base["p50_us"] / result["p50_us"])
+        # the speed-up is the median of the per-round ratios (paired by round), close to the ratio of the p50s
+        assert row["speedup"] == pytest.approx(device_base["p50_us"] / result["p50_us"], rel=0.05)
         assert row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"] or row["variant"] == "baseline-float32"
+        assert row["plan_id"] == result["plan_id"] == device_base["plan_id"] is not None
+        assert row["p50_ci_low_us"] == result["p50_low_us"] and row["p50_ci_high_us"] == result["p50_high_us"]
         assert row["accuracy_delta"] == pytest.approx(result["accuracy"] - device_base["accuracy"])
         assert row["device_accuracy"] == pytest.approx(row["host_accuracy"], abs=0.002)
         assert row["agreement"] >= 0.99
         assert row["rss_peak_mib"] == pytest.approx(result["rss_peak_kib"] / 1024)
-        samples = json.loads(result["agent_json"])["timing"]["samples_us"]
-        assert row["samples"] == len(samples) > 0
+        assert row["rounds"] == result["rounds"] >= 3 and row["invokes"] == result["runs"] > 0
+        assert row["settled"] is bool(result["settled"])
+        twin = results[(row["device"], "baseline-float32@aa")]  # the A/A twin: stored, not a row of the table
+        assert twin["status"] == "ok" and 0 < row["noise"] < 0.5
+        assert row["noise_band_low"] <= 1 + row["noise"] and "Pruning bought" in row["device_verdict"]
+        if row["variant"] != "baseline-float32":
+            assert row["verdict"] in ("faster", "slower", "no measurable change")
     baseline_rows = frame[(frame["variant"] == "baseline-float32") & (frame["status"] == "ok")]
     assert (baseline_rows["speedup"] == 1).all()
 
@@ -93,6 +101,9 @@ def test_report_command_prints_by_device_and_writes_every_file(bench_db, tmp_pat
         assert any(line.startswith(f"{device}") for line in lines), device
     assert "every variant (failed): deploy: cannot connect" in proc.stdout
     assert "Traceback" not in proc.stderr
+    assert proc.stdout.count("Noise floor (A/A: the baseline measured twice)") == 2  # local and ssh-up
+    assert "No noise floor: the baseline was not measured on this device" in proc.stdout  # ssh-down
+    assert proc.stdout.count("Quantization bought (baseline-int8 vs baseline-float32)") == 2
 
     csv = pd.read_csv(out / "report.csv")
     frame = edgeprune_api.compare(bench_db.db, bench_db.run_id)
@@ -132,7 +143,8 @@ def test_compare_two_runs(bench_db, tmp_path):
     for _, row in local.iterrows():
         a, b = first_results[("local", row["variant"])], second_results[("local", row["variant"])]
         assert row["p50_change"] == pytest.approx(b["p50_us"] / a["p50_us"] - 1)
-        assert row["p50_change_significant"] in (True, False)
+        assert row["p50_change_significant"] in (True, False)  # both runs have rounds and an A/A band
+        assert row["p50_change_low"] <= row["p50_change"] <= row["p50_change_high"]
     only_a = frame[frame["device"] == "ssh-up"]
     assert only_a["p50_us_b"].isna().all() and only_a["status_b"].isna().all()
 

@@ -23,9 +23,11 @@ def test_run_with_no_arguments_optimizes_benches_and_reports(tmp_path):
     for name in ("report.csv", "report.md", "report.html", *plots.FILES.values()):
         assert (report / name).stat().st_size > 0, name
     conn = sqlite3.connect(str(tmp_path / "runs" / "edgeprune.db"))
-    statuses = [row[0] for row in conn.execute("SELECT status FROM results")]
+    statuses = dict(conn.execute("SELECT variant, status FROM results").fetchall())
+    built = [row[0] for row in conn.execute("SELECT name FROM variants WHERE status = 'ok'")]
     conn.close()
-    assert statuses == ["ok"] * 5
+    assert statuses == dict.fromkeys([*built, "baseline-float32@aa"], "ok")  # every variant and the A/A twin
+    assert "Noise floor (A/A: the baseline measured twice)" in proc.stdout and "Pruning bought" in proc.stdout
 
 
 def test_run_refuses_a_bad_device_before_training(tmp_path):

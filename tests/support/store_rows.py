@@ -1,5 +1,6 @@
-"""What a bench stored, read back from the SQLite file with plain sqlite3 (not through edgeprune's store), and the
-run folders the fleet tests bench."""
+"""What a bench stored, read back from the SQLite file with plain sqlite3 (not through edgeprune's store), the
+run folders the fleet tests bench, and (for the report's tests) runs with rounds written through the Store API:
+``manifest_for``, ``round_cell``, ``store_plan``."""
 from __future__ import annotations
 
 import sqlite3
@@ -67,3 +68,60 @@ def copy_run(folder: Path, dest: Path) -> Path:
         if item.is_file():
             (dest / item.name).write_bytes(item.read_bytes())
     return dest
+
+
+# -- stores built through the Store API, with rounds (issue 12): for the report's tests ---------------------------
+
+def manifest_for(variants: Dict[str, Tuple[int, float]], source: str = "a model", dataset: str = "digits") -> Dict:
+    """A run's manifest for ``Store.create_run``: ``variants`` maps a name to (gzip bytes, host accuracy); the raw
+    size is twice the gzip size, the pruned ones are 80% sparse."""
+    return {
+        "baseline": {"source": source}, "dataset": {"name": dataset},
+        "variants": [{"name": name, "status": "ok", "file": f"{name}.tflite", "sha256": "0" * 64,
+                      "size_bytes": 2 * gzip, "gzip_bytes": gzip, "sparsity": 0.8 if "pruned" in name else 0.0,
+                      "accuracy": accuracy, "predictions_digest": "0" * 16}
+                     for name, (gzip, accuracy) in variants.items()],
+    }
+
+
+def round_cell(rounds: "List[float]", accuracy: float = 0.98, settled: Optional[bool] = None,
+               half_width: Optional[float] = None, **extra: object) -> Dict[str, object]:
+    """A measured cell as the host stores one from a plan: its per-round p50s (µs, NaN for a missed round), their
+    median as ``p50_us``, the p50 interval between rounds (``report.stats.round_p50_interval``) and, unless given,
+    ``settled`` and the half-width as ``report.stats.settled`` says."""
+    import json
+    import math
+
+    import numpy as np
+
+    from edgeprune.report import stats
+
+    done = [v for v in rounds if not math.isnan(v)]
+    ci = stats.round_p50_interval(rounds)
+    check = stats.settled(rounds)
+    p50 = float(np.median(done))
+    values: Dict[str, object] = {
+        "status": "ok", "runtime": "ai_edge_litert", "runtime_version": "2.3.0", "threads": 1,
+        "python_version": "3.11", "machine": "x86_64", "init_ms": 2.0, "p50_us": p50, "p90_us": p50 * 1.05,
+        "p99_us": p50 * 1.2, "mean_us": p50 * 1.01, "runs": 100 * len(done), "accuracy": accuracy,
+        "agreement": 1.0, "rss_peak_kib": 30_000, "agent_json": "{}",
+        "p50_low_us": ci.low if ci else None, "p50_high_us": ci.high if ci else None, "rounds": len(done),
+        "settled": int(check.ok if settled is None else settled),
+        "ci_half_width": check.half_width if half_width is None else half_width,
+        "round_p50s_json": json.dumps([None if math.isnan(v) else v for v in rounds]),
+    }
+    values.update(extra)
+    return values
+
+
+def store_plan(store, run_id: int, device: str, cells: Dict[str, Dict[str, object]], stopped_by: str = "target",
+               target_ci: float = 0.02, budget_s: float = 300.0) -> int:
+    """One device's plan and its cells (cell id -> the values ``round_cell`` makes, or a failure's), as the
+    bench stores them; returns the plan's id."""
+    rounds = max((int(c.get("rounds") or 0) for c in cells.values()), default=0)
+    plan_id = store.record_plan(run_id, device, {
+        "status": "ok", "stopped_by": stopped_by, "rounds_done": rounds, "rounds_total": rounds,
+        "rounds_s": 0.5, "target_ci": target_ci, "budget_s": budget_s, "seed": 1, "visits_json": "[]"})
+    for cell, values in cells.items():
+        store.record(run_id, device, cell, dict(values, plan_id=plan_id))
+    return plan_id
