@@ -4,13 +4,13 @@ Two families live here. The per-round functions (``round_p50_interval``, ``paire
 ``call_speedup``, ``run_change_interval``, ``settled``) work on what an agent measuring in rounds sends: per cell, one
 block p50 per round, aligned by round index (NaN where the cell failed that round). Their intervals come from the
 variation *between rounds*, so drift (a warming Pi, a loaded host) widens them or, paired by round, cancels; see
-docs/statistics.md. The per-sample functions below them are for results measured in one block per variant.
+docs/statistics.md. The per-sample functions below them are the old way (one block of invokes per variant): the
+report no longer uses them, and tests/report/test_stats_rounds.py keeps them to show what they miss.
 
-The agent sends its latency samples (``timing.samples_us``, evenly strided, at most 5000). A p50's 95% confidence
-interval is the 2.5th..97.5th percentile of the medians of ``resamples`` bootstrap resamples. A ratio of two p50s
-(a speed-up, or the change between two runs) is bootstrapped from independent resamples of both sides; it is
-outside the noise when its interval does not contain 1. A fixed seed keeps a report the same every time it is
-built from the same store.
+The old way: an agent's latency samples (``timing.samples_us``) bootstrapped into a p50 interval, a ratio of two
+p50s from independent resamples of both sides, "outside the noise" when its interval did not contain 1. It only
+knew the noise inside one block, so drift between blocks passed for an effect. Every function here uses a fixed
+seed, so a report is the same every time it is built from the same store.
 """
 from __future__ import annotations
 

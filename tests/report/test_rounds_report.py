@@ -53,6 +53,13 @@ def pi_cells(seed: int = 0, int8_slower: float = 1.0) -> Dict[str, Dict[str, obj
     return {name: round_cell(list(p50s), accuracy[name]) for name, p50s in cells.items()}
 
 
+def steady_cells(scale: float, seed: int) -> Dict[str, Dict[str, object]]:
+    """A device that does not drift, with the same ±3% A/A band, ``scale`` times slower throughout."""
+    base = np.full(ROUNDS, 800.0 * scale) * jitter(seed, 0.002)
+    return {BASE: round_cell(list(base)), f"{BASE}@aa": round_cell(list(base * AA_SWING)),
+            "baseline-int8": round_cell(list(base / 2.5 * jitter(seed + 1, 0.002)))}
+
+
 def board_cells() -> Dict[str, Dict[str, object]]:
     """A device whose A/A twin failed (no noise floor) and whose int8 model did not load."""
     base = np.full(ROUNDS, 500.0) * jitter(9, 0.002)
@@ -72,8 +79,8 @@ def old_row(p50: float, accuracy: float = 0.98) -> Dict[str, object]:
 
 class RoundsDb(NamedTuple):
     db: Path
-    run: int  # pi (with rounds), board (no floor), old (schema-1 rows)
-    same: int  # pi measured again: the same device, fresh noise
+    run: int  # pi (with rounds), steady (no drift), board (no floor), old (schema-1 rows)
+    same: int  # measured again: fresh noise, steady 1.5% slower throughout (inside its ±3% band)
     changed: int  # pi again with pruned-int8 twice as slow; old with every p50 doubled
 
 
@@ -82,9 +89,11 @@ def rounds_db(tmp_path_factory: pytest.TempPathFactory) -> RoundsDb:
     db = tmp_path_factory.mktemp("rounds") / "store.db"
     with Store.open(db) as store:
         runs = []
-        for seed, int8_slower, old_scale in ((0, 1.0, 1.0), (100, 1.0, 1.0), (200, 2.0, 2.0)):
+        for seed, int8_slower, old_scale, steady in ((0, 1.0, 1.0, 1.0), (100, 1.0, 1.0, 1.015),
+                                                     (200, 2.0, 2.0, 1.0)):
             run = store.create_run("/nonexistent/run", manifest_for(VARIANTS), {})
             store_plan(store, run, "pi", pi_cells(seed, int8_slower), stopped_by="budget")
+            store_plan(store, run, "steady", steady_cells(steady, seed + 50))
             store_plan(store, run, "board", board_cells())
             for name, p50 in ((BASE, 900.0), ("pruned-float32", 890.0), ("baseline-int8", 300.0)):
                 store.record(run, "old", name, old_row(p50 * old_scale, VARIANTS[name][1]))
@@ -118,7 +127,7 @@ def frame_of(rounds_db: RoundsDb, device: str, run: int = 0) -> pd.DataFrame:
 def section(text: str, device: str) -> str:
     """The terminal output of one device: from its heading to the next device's (or the legend)."""
     start = text.index(f"\n{device}")
-    ends = [text.find(f"\n{other}", start + 1) for other in ("pi", "board", "old", "gzip ratio =")]
+    ends = [text.find(f"\n{other}", start + 1) for other in ("pi", "steady", "board", "old", "gzip ratio =")]
     return text[start:min(e for e in ends if e > start)]
 
 
@@ -269,6 +278,10 @@ def test_compare_of_two_runs_of_the_same_device_calls_nothing(rounds_db):
     assert (pi["p50_change_verdict"] == stats.NO_CHANGE).all(), pi["p50_change_text"]
     assert not frame["p50_change_significant"].fillna(False).astype(bool).any()
     assert (pi["p50_change_low"] <= pi["p50_change"]).all() and (pi["p50_change"] <= pi["p50_change_high"]).all()
+    steady = frame[(frame["device"] == "steady") & (frame["status_a"] == "ok")].set_index("variant")
+    # 1.5% slower with tight intervals that exclude no change, but inside both runs' ±3% A/A band
+    assert (steady["p50_change_low"] > 0.005).all() and (steady["p50_change_high"] < 0.025).all()
+    assert (steady["p50_change_verdict"] == stats.NO_CHANGE).all()
 
 
 def test_compare_calls_a_real_2x_change_and_never_a_row_without_rounds(rounds_db):
