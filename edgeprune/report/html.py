@@ -17,7 +17,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .meta, .legend { color: #555; } .legend { font-size: 12px; max-width: 1100px; }
 table { border-collapse: collapse; margin: 4px 0 8px; }
 th, td { padding: 3px 7px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
-th { background: #f2f4f7; font-weight: 600; } td.left, th.left { text-align: left; }
+th { background: #f2f4f7; font-weight: 600; white-space: normal; } td.left, th.left { text-align: left; }
 tr.failed td { background: #fff1f0; } td.reason { color: #a8071a; text-align: left; white-space: normal; }
 p.floor { color: #555; margin: 4px 0; } ul.verdict { margin: 4px 0 8px; font-weight: 600; }
 div.unsettled { background: #fffbe6; border-left: 3px solid #faad14; padding: 4px 10px; margin: 6px 0; }
