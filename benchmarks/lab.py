@@ -15,7 +15,6 @@ Traffic: 127.0.0.1 and the 10.200.N.0/30 links the lab creates inside this machi
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sqlite3
 import subprocess
@@ -42,16 +41,15 @@ def summary(db: Path, run_id: Optional[int], running: Lab) -> None:
     conn.close()
     kinds = {d.name: d.kind for d in running.devices}
     print(f"\n{'device':<12} {'kind':<9} {'variant':<17} {'status':<18} {'runtime':<22} {'python':<7} "
-          f"{'machine':<8} {'p50 us':>9} {'accuracy':>8} {'agent s':>8}")
+          f"{'machine':<8} {'p50 us':>9} {'accuracy':>8} {'rounds':>6}")
     for r in rows:
         runtime = f"{r['runtime'] or ''} {r['runtime_version'] or ''}".strip()
-        wall = json.loads(r["agent_json"]).get("wall_s") if r["agent_json"] else None
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error_kind']}"
         print(f"{r['device']:<12} {kinds.get(r['device'], ''):<9} {r['variant']:<17} {status:<18} {runtime:<22} "
               f"{r['python_version'] or '':<7} {r['machine'] or '':<8} "
               f"{r['p50_us'] if r['p50_us'] is not None else float('nan'):>9.1f} "
               f"{r['accuracy'] if r['accuracy'] is not None else float('nan'):>8.4f} "
-              f"{wall if wall is not None else float('nan'):>8.1f}")
+              f"{r['rounds'] if r['rounds'] is not None else '-':>6}")
 
 
 def main() -> int:

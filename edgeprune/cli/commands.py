@@ -156,7 +156,8 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
                            resume=resume, variants=variants, progress=display)
     counts = result.counts
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("ok", "error", "failed"))
-    click.echo(f"run {result.run_id}: {shown} (stored in {db})")
+    twins = f"; each device's cells include the baseline's A/A twin" if result.twins else ""
+    click.echo(f"run {result.run_id}: {shown} (stored in {db}{twins})")
     console = stderr_console()
     for summary in result.devices:
         if summary.reason:

@@ -8,8 +8,12 @@ two is the noise floor of that device in that bench (docs/statistics.md). The ag
 """
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+
+from .bundle import FileSpec, sha256_file
 
 if TYPE_CHECKING:
     from .profiles import DeviceProfile
@@ -66,3 +70,10 @@ def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[
                    "budget_s": float(profile.budget_s)},
         "cells": [dict(settings, id=cell, model=models[variant]) for cell, variant in cells.items()],
     }
+
+
+def write_plan(folder: Path, document: Dict[str, Any]) -> FileSpec:
+    """The plan as a file to put on the device like any input (content-addressed, sha256-verified there)."""
+    path = folder / "plan.json"
+    path.write_text(json.dumps(document, indent=1))
+    return FileSpec(path, sha256_file(path), ".plan.json")

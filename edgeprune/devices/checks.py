@@ -3,15 +3,18 @@
 A probe alone ("Python 3.11, ai-edge-litert 2.3") said ok while every real benchmark failed (a workdir the agent
 could not see). So the check takes the bench's own path: upload a bundled 1 KB model and its eval set (sha256
 verified), start the agent in its folder on the device, load the model with the profile's runtime and delegate,
-time it and check its accuracy. Only a measured model is "ok".
+time it and check its accuracy. Only a measured model is "ok". Since issue 12 the bench measures with a plan, so
+the check sends a one-cell, one-round plan.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..results.agent_result import AgentOutcome, Expected, ProbeFacts
+from ..results.agent_result import Expected, ProbeFacts
 from .bundle import FileSpec, sha256_file
+from .cells import new_seed, plan_document, write_plan
 from .kinds import open_device
 from .ssh import HostKeyPolicy
 from .profiles import DeviceProfile
@@ -27,7 +30,8 @@ CHECK_RUNS, CHECK_WARMUP = 20, 2
 def _check_profile(profile: DeviceProfile) -> DeviceProfile:
     from dataclasses import replace
 
-    return replace(profile, runs=CHECK_RUNS, warmup=CHECK_WARMUP, min_seconds=0.0)
+    return replace(profile, runs=CHECK_RUNS, warmup=CHECK_WARMUP, min_seconds=0.0, min_rounds=1, max_rounds=1,
+                   budget_s=min(profile.budget_s, 30.0))
 
 
 def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolicy.REJECT) -> Dict[str, Any]:
@@ -40,21 +44,29 @@ def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolic
     with np.load(CHECK_EVAL) as data:
         labels = np.asarray(data["y"], dtype=np.int64)
     expected = Expected(model.sha256, CHECK_MODEL.stat().st_size, labels, None)
+    checked = _check_profile(profile)
     try:
-        with open_device(_check_profile(profile), host_keys) as device:
+        with open_device(checked, host_keys) as device, tempfile.TemporaryDirectory(prefix="edgeprune-check-") as tmp:
             probe = device.probe()
             if probe.status != "ok":
                 report.update(status=probe.status, reason=f"probe: {probe.error_kind}: {probe.message}")
                 return report
             report["probe"] = probe.document
             paths = device.prepare([model, evaluation])
-            run = device.run_agent(paths[model.sha256], paths[evaluation.sha256], expected=expected)
+            document = plan_document(checked, {"check": "check"}, {"check": paths[model.sha256]},
+                                     paths[evaluation.sha256], new_seed())
+            spec = write_plan(Path(tmp), document)
+            plan = device.run_plan(device.prepare([spec])[spec.sha256], 1, expected={"check": expected})
     except EdgepruneError as exc:
         report["reason"] = str(exc)
         return report
-    report["check"] = run.document
-    if run.status != "ok":
-        report.update(status=run.status, reason=f"tiny model: {run.error_kind}: {run.message}")
+    cell = plan.cells.get("check")
+    if cell is None:
+        report.update(status=plan.status, reason=f"tiny model: {plan.error_kind}: {plan.message}")
+        return report
+    report["check"] = cell.document
+    if cell.status != "ok":
+        report.update(status=cell.status, reason=f"tiny model: {cell.error_kind}: {cell.message}")
         return report
     report["status"] = "ok"
     return report
@@ -72,9 +84,10 @@ def check_table(reports: List[Dict[str, Any]]) -> Any:
     for report in reports:
         probe = report.get("probe")
         facts = ProbeFacts.from_document(probe or {})
-        check = AgentOutcome(report["status"], report.get("check"))
-        if check.trusted:
-            measured = f"ok, p50 {check.timing.get('p50_us', 0):.1f} µs with {check.runtime}"
+        check = report.get("check") or {}
+        if report["status"] == "ok":
+            measured = (f"ok, p50 {(check.get('p50_interval') or {}).get('p50_us', 0):.1f} µs with "
+                        f"{(check.get('runtime') or {}).get('module')}")
             status = "ok"
         else:
             measured = report.get("reason") or ""

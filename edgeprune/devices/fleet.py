@@ -23,8 +23,7 @@ from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TI
 from ..results.plan_columns import cell_columns, plan_columns
 from ..results.plan_result import PlanOutcome
 from ..optimize.variants import BASELINE
-from .bundle import FileSpec, sha256_file
-from .cells import new_seed, plan_cells, plan_document, plan_limit
+from .cells import is_aa, new_seed, plan_cells, plan_document, plan_limit, write_plan
 from .plan import RunInputs, check_resume, local_mismatches, run_inputs, status_counts, stored_devices
 from .kinds import open_device
 from .remote import TransferStats
@@ -66,6 +65,8 @@ class BenchResult:
     #: Workers still busy when Ctrl-C gave up waiting (the CLI then exits at once).
     stragglers: bool = False
     unsaved: Optional[Path] = None
+    #: Whether the counts include the baseline's A/A twin (a cell that is not a variant: cells.aa_cell).
+    twins: bool = False
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -153,12 +154,6 @@ class _Recorder:
         self.store.close()
 
 
-def _write_plan(folder: Path, document: Dict[str, Any]) -> FileSpec:
-    path = folder / "plan.json"
-    path.write_text(json.dumps(document, indent=1))
-    return FileSpec(path, sha256_file(path), ".plan.json")
-
-
 def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, str], done_before: Set[str],
                   db_path: Path, run_id: int, host_keys: HostKeyPolicy, stop: threading.Event,
                   progress: FleetProgress) -> DeviceSummary:
@@ -200,7 +195,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, st
                 paths = device.prepare([inputs.eval_spec, *(inputs.specs[n] for n in variants)], stop=halt)
                 document = plan_document(profile, cells, {n: paths[inputs.specs[n].sha256] for n in variants},
                                          paths[inputs.eval_spec.sha256], new_seed())
-                spec = _write_plan(Path(tmp), document)
+                spec = write_plan(Path(tmp), document)
                 plan_file = device.prepare([spec], stop=halt)[spec.sha256]
             except DeviceError as exc:
                 if halt.is_set():
@@ -330,7 +325,8 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
     with Store.open(db_path) as store:
         counts = status_counts(store, run_id, [d.name for d in devices], list(cells) + sorted(local_bad))
     unsaved = next((s.unsaved for s in summaries if s.unsaved), None)
-    return BenchResult(run_id, sorted(summaries, key=lambda s: s.device), interrupted, counts, stragglers, unsaved)
+    return BenchResult(run_id, sorted(summaries, key=lambda s: s.device), interrupted, counts, stragglers, unsaved,
+                       any(is_aa(c) for c in cells))
 
 
 def _collect(pending: set, summaries: List[DeviceSummary], deadline: Optional[float]) -> None:

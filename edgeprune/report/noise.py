@@ -132,8 +132,15 @@ def device_facts(device: str, results: Mapping[Tuple[str, str], Mapping[str, Any
     plan = plans.get(base["plan_id"]) if base is not None and base.get("plan_id") is not None else None
     stopped = _stopped(plan)
     if band is not None:
-        floor = (f"Noise floor (A/A: the baseline measured twice): {band.mid:.3f}x ({band.low:.3f}-{band.high:.3f}), "
-                 f"noise {stats.percent(stats.noise_fraction(band))}")  # type: ignore[arg-type]
+        target = (plan or {}).get("target_ci")
+        measured = stats.noise_fraction(band) or 0.0
+        aa = f"{band.mid:.3f}x ({band.low:.3f}-{band.high:.3f}), {stats.percent(measured)}"
+        band = stats.floored_band(band, target)
+        if target is not None and target > measured:
+            floor = (f"Noise floor {stats.percent(target)}, the plan's precision target (the A/A pair, the baseline "
+                     f"measured twice, differed by {aa})")
+        else:
+            floor = f"Noise floor {stats.percent(measured)} (A/A: the baseline measured twice: {aa})"
     else:
         floor = f"No noise floor: {why}"
     if stopped:

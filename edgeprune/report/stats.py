@@ -196,6 +196,20 @@ def widest_band(*bands: Optional[Interval]) -> Optional[Interval]:
     return Interval(low=1.0 - widest, high=1.0 + widest, mid=1.0)
 
 
+def floored_band(band: Optional[Interval], floor: Optional[float]) -> Optional[Interval]:
+    """The A/A band, widened to at least 1 ± ``floor`` (the plan's ``target_ci``); None without a band.
+
+    Why a floor: one A/A pair is one sample of how much two cells running the same file differ. On an x86 host two
+    such cells differed by a steady 0.5% in every round (where each cell's memory sits, its place in the process),
+    so their band (0.994-0.995) was narrower than the differences between any other two cells; an identical graph
+    (pruned-float32) then came out "1.009x faster". Effects smaller than the precision the plan asked for are not
+    claimed: the band is never narrower than ±target_ci."""
+    if band is None:
+        return None
+    noise = max(noise_fraction(band) or 0.0, floor or 0.0)
+    return Interval(low=1.0 - noise, high=1.0 + noise, mid=band.mid)
+
+
 FASTER, SLOWER, NO_CHANGE, NOT_ENOUGH, NO_FLOOR = (
     "faster", "slower", "no measurable change", "not enough rounds", "no noise floor")
 

@@ -25,12 +25,17 @@ def test_mixed_fleet_stores_every_pair(digits_run, make_device, pi_python, tmp_p
     fleet = write_fleet(tmp_path / "fleet.toml", devices)
     db = tmp_path / "store.db"
     proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--jobs", "4")
-    # exit 1: one pair errored (pi39 x pruned-dynamic, asserted below); bench exits non-zero unless all are ok
+    # exit 1: two pairs errored (pi39 x the two dynamic-range variants, asserted below); bench exits non-zero
+    # unless all are ok
     assert proc.returncode == 1, proc.stderr
-    assert "ok, 1 error, 0 failed" in proc.stdout
+    assert "ok, 2 error, 0 failed" in proc.stdout
     stored = by_pair(rows(db))
     names = variant_names(manifest)
-    assert len(stored) == len(devices) * len(names)
+    assert len(stored) == len(devices) * (len(names) + 1)  # + the baseline's A/A twin per device
+    for device in devices:  # one plan per device; every cell of it points at that plan
+        twin = stored[(device.name, "baseline-float32@aa")]
+        assert twin["status"] == "ok" and twin["rounds"] >= 5 and twin["plan_id"] is not None
+        assert {stored[(device.name, n)]["plan_id"] for n in names} == {twin["plan_id"]}
     host = {v["name"]: v for v in manifest["variants"]}
     for device in devices:
         for name in names:
@@ -39,7 +44,7 @@ def test_mixed_fleet_stores_every_pair(digits_run, make_device, pi_python, tmp_p
             if device.name == "pi39":
                 assert row["runtime"] == "tflite_runtime" and row["runtime_version"] == "2.14.0"
                 assert row["python_version"].startswith("3.9.")
-                if name == "pruned-dynamic":
+                if name in ("pruned-dynamic", "baseline-dynamic"):
                     # TF 2.21 writes FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load
                     assert row["status"] == "error" and row["error_kind"] == "model-load"
                     assert "FULLY_CONNECTED" in row["error_message"]

@@ -75,14 +75,15 @@ def test_mixed_fleet_stores_right_facts_for_every_pair(pi_arm64, make_lab, tmp_p
     started = time.monotonic()
     proc = edgeprune("run", "--out", str(folder), "--fleet", str(running.fleet_path), "--db", str(db), "--quiet")
     print(f"mixed lab run (optimize + bench + report): {time.monotonic() - started:.1f} s")
-    # exit 1: the two tflite-runtime 2.14 devices cannot load pruned-dynamic (asserted below); every other pair is ok
+    # exit 1: the two tflite-runtime 2.14 devices cannot load the two dynamic-range variants (asserted below);
+    # every other pair is ok
     assert proc.returncode == 1, proc.stderr
-    assert "ok, 2 error, 0 failed" in proc.stdout, proc.stdout
+    assert "ok, 4 error, 0 failed" in proc.stdout, proc.stdout
     manifest = json.loads((folder / "manifest.json").read_text())
     assert (folder / "report" / "report.html").is_file()
     rows = stored(db)
     names = ok_variants(manifest)
-    assert len(rows) == 4 * len(names)
+    assert len(rows) == 4 * (len(names) + 1)  # + the baseline's A/A twin on every device
     host = {v["name"]: v for v in manifest["variants"]}
     expected = {  # device: (runtime, version, python prefix, machine)
         "loopback-0": ("ai_edge_litert", None, platform.python_version(), platform.machine()),
@@ -97,7 +98,7 @@ def test_mixed_fleet_stores_right_facts_for_every_pair(pi_arm64, make_lab, tmp_p
             assert row["python_version"].startswith(python), (device, name, row["python_version"])
             if version:
                 assert row["runtime_version"] == version
-            if runtime == "tflite_runtime" and name == "pruned-dynamic":
+            if runtime == "tflite_runtime" and name in ("pruned-dynamic", "baseline-dynamic"):
                 # TF 2.21 writes FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load: on x86 and on arm
                 assert row["status"] == "error" and row["error_kind"] == "model-load", (device, dict(row))
                 assert "FULLY_CONNECTED" in row["error_message"]
@@ -116,7 +117,7 @@ def test_mixed_fleet_stores_right_facts_for_every_pair(pi_arm64, make_lab, tmp_p
         assert arm["predictions_digest"] == x86["predictions_digest"], name
         arm_doc, x86_doc = json.loads(arm["agent_json"]), json.loads(x86["agent_json"])
         assert arm_doc["accuracy"]["predictions"] == x86_doc["accuracy"]["predictions"], name
-        print(f"emulated Pi {name}: agent wall {arm_doc['wall_s']:.1f} s, p50 {arm['p50_us']:.0f} us "
+        print(f"emulated Pi {name}: {arm['rounds']} rounds, init {arm_doc['init_ms']:.0f} ms, p50 {arm['p50_us']:.0f} us "
               f"(x86 tflite-runtime {x86['p50_us']:.0f} us)")
 
 
@@ -137,10 +138,11 @@ def test_emulated_pi_outputs_match_x86(digits_run, pi_arm64, tmp_path):
         outputs[label] = dict(np.load(out))
     arm, x86 = outputs["arm64"], outputs["x86"]
     assert sorted(arm) == sorted(x86)
-    assert "FULLY_CONNECTED" in str(arm["pruned-dynamic.error"])  # not loadable on either
+    for dynamic in ("pruned-dynamic", "baseline-dynamic"):
+        assert "FULLY_CONNECTED" in str(arm[f"{dynamic}.error"])  # not loadable on either
     for v in manifest["variants"]:
         name = v["name"]
-        if v["status"] != "ok" or name == "pruned-dynamic":
+        if v["status"] != "ok" or name in ("pruned-dynamic", "baseline-dynamic"):
             continue
         a, b = arm[name], x86[name]
         assert a.dtype == b.dtype and a.shape == b.shape == (len(np.load(folder / "eval.npz")["y"]), 10)

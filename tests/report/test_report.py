@@ -69,8 +69,9 @@ def test_table_rows_and_ratios_come_from_the_store(bench_db):
         assert row["p50_us"] == result["p50_us"] and row["p99_us"] == result["p99_us"]
         assert row["p50_us"] <= row["p90_us"] <= row["p99_us"]
         assert row["p50_ci_low_us"] <= row["p50_us"] <= row["p50_ci_high_us"]
-        # the speed-up is the median of the per-round ratios (paired by round), close to the ratio of the p50s
-        assert row["speedup"] == pytest.approx(device_base["p50_us"] / result["p50_us"], rel=0.05)
+        # the speed-up is the median of the per-round ratios (paired by round), close to the ratio of the p50s (not
+        # equal: when rounds drift, the median of the ratios follows the pairs, not the two medians)
+        assert row["speedup"] == pytest.approx(device_base["p50_us"] / result["p50_us"], rel=0.15)
         assert row["speedup_ci_low"] <= row["speedup"] <= row["speedup_ci_high"] or row["variant"] == "baseline-float32"
         assert row["plan_id"] == result["plan_id"] == device_base["plan_id"] is not None
         assert row["p50_ci_low_us"] == result["p50_low_us"] and row["p50_ci_high_us"] == result["p50_high_us"]
