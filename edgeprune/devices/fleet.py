@@ -218,6 +218,8 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, st
                 return summary
             if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
                 outcome.error_kind, outcome.message = TIMEOUT, halted()[1]
+            if not outcome.trusted:  # one line for the whole device (the CLI prints it under the counts)
+                summary.reason = f"{outcome.error_kind or outcome.status}: {outcome.message}"
             _store_plan(outcome, cells, done_before, inputs, recorder, count)
             summary.transfer = getattr(device, "stats", TransferStats())
         progress.device_state(profile.name, "done", total, total)
