@@ -162,3 +162,36 @@ def test_an_old_agent_is_refused_with_one_clear_line(digits_run, tmp_path, monke
         assert row["status"] == "failed" and row["error_kind"] == "old-agent", outcome(row)
     [plan] = plans(db)
     assert plan["status"] == "failed" and plan["rounds_done"] is None
+
+
+def test_resume_measures_the_device_again_as_one_plan_and_a_failed_plan_keeps_what_was_measured(
+        digits_run, tmp_path, monkeypatch):
+    """Ratios pair only cells of one plan, so a device with a missing cell is measured again as a whole; when that
+    new plan fails, the cells measured before keep their results and only the missing one is recorded failed."""
+    from edgeprune.devices import fleet, local
+    from edgeprune.devices.profiles import load_profile
+
+    folder, _ = digits_run
+    db = tmp_path / "s.db"
+    profile = load_profile(str(local_profile(tmp_path / "fast.toml", target_ci=0.5, min_rounds=3)))
+    first = fleet.bench(folder, [profile], db, variants=["pruned-int8"])
+    assert first.all_ok, first.counts
+    conn = sqlite3.connect(str(db))
+    with conn:
+        conn.execute("UPDATE results SET status = 'failed', error_kind = 'timeout' WHERE variant = 'pruned-int8'")
+    conn.close()
+    again = fleet.bench(None, [profile], db, resume=first.run_id)
+    assert again.all_ok, again.counts
+    first_plan, second_plan = plans(db)
+    assert {r["plan_id"] for r in rows(db)} == {second_plan["id"]}  # every cell from the new plan
+    # the same again with an agent that cannot run plans: the measured cells stay as the second plan left them
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE results SET status = 'failed', error_kind = 'timeout' WHERE variant = 'pruned-int8'")
+    monkeypatch.setattr(local, "AGENT_DIR", _old_agent(tmp_path / "old"))
+    third = fleet.bench(None, [profile], db, resume=first.run_id)
+    assert not third.all_ok
+    stored = by_pair(rows(db))
+    assert stored[("local", "pruned-int8")]["error_kind"] == "old-agent"
+    for cell in ("baseline-float32", TWIN):
+        assert stored[("local", cell)]["status"] == "ok" and stored[("local", cell)]["plan_id"] == second_plan["id"]
+    assert [p["status"] for p in plans(db)] == ["ok", "ok", "failed"]
