@@ -134,13 +134,12 @@ def device_facts(device: str, results: Mapping[Tuple[str, str], Mapping[str, Any
     if band is not None:
         target = (plan or {}).get("target_ci")
         measured = stats.noise_fraction(band) or 0.0
-        aa = f"{band.mid:.3f}x ({band.low:.3f}-{band.high:.3f}), {stats.percent(measured)}"
+        floor = f"Noise floor (A/A: the baseline measured twice): {band.mid:.3f}x ({band.low:.3f}-{band.high:.3f}), "
         band = stats.floored_band(band, target)
         if target is not None and target > measured:
-            floor = (f"Noise floor {stats.percent(target)}, the plan's precision target (the A/A pair, the baseline "
-                     f"measured twice, differed by {aa})")
+            floor += f"{stats.percent(measured)}, so noise {stats.percent(target)}, the plan's precision target"
         else:
-            floor = f"Noise floor {stats.percent(measured)} (A/A: the baseline measured twice: {aa})"
+            floor += f"noise {stats.percent(measured)}"
     else:
         floor = f"No noise floor: {why}"
     if stopped:

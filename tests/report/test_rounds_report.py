@@ -137,7 +137,9 @@ def test_the_aa_band_is_shown_and_in_every_row_of_the_device(rounds_db, files):
     band = stats.noise_band(*(stored_rounds(stored[name]) for name in (BASE, f"{BASE}@aa")))
     assert 0.025 < stats.noise_fraction(band) < 0.035
     assert pi["noise"].tolist() == pytest.approx([stats.noise_fraction(band)] * len(pi))
-    assert pi["noise_band_low"].tolist() == pytest.approx([band.low] * len(pi))
+    # the band the calls use: symmetric, 1 ± the A/A pair's wider side (here wider than the ±2% target floor)
+    assert pi["noise_band_low"].tolist() == pytest.approx([1 - stats.noise_fraction(band)] * len(pi))
+    assert pi["noise_band_high"].tolist() == pytest.approx([1 + stats.noise_fraction(band)] * len(pi))
     assert f"{BASE}@aa" not in pi.index  # the twin is not a variant row
     line = f"Noise floor (A/A: the baseline measured twice): {band.mid:.3f}x ({band.low:.3f}-{band.high:.3f}), noise ±3%"
     assert line in section(files["terminal"], "pi")
@@ -305,3 +307,32 @@ def test_compare_calls_a_real_2x_change_and_never_a_row_without_rounds(rounds_db
     assert "+100" in line or "+99" in line or "+101" in line
     assert "Noise (A/A): run 1 ±3%, run 3 ±3%; a change counts only beyond ±3%." in text
     assert "nothing is called (run 1: its A/A twin" in text
+
+
+def test_a_narrow_aa_band_is_floored_at_the_plans_target(tmp_path):
+    """Seen on this host: the baseline and its twin 0.5% apart in every round (band 0.994-0.995), and the identical
+    graph pruned-float32 1.009x "faster". Effects below the plan's precision target (±2%) are not claimed; a 3.5x
+    int8 is still called, and a wider target widens the floor."""
+    from edgeprune.report.frame import load
+    from edgeprune.results.store import Store
+    from support.store_rows import manifest_for, round_cell, store_plan
+
+    rng = np.random.default_rng(3)
+    drift = 1 + 0.002 * rng.standard_normal(12)
+    base = [40.0 * d for d in drift]
+    names = {BASE: (1000, 0.98), "pruned-float32": (260, 0.98), "pruned-int8": (80, 0.98)}
+    for target in (0.02, 0.05):
+        db = tmp_path / f"floor-{target}.db"
+        with Store.open(db) as store:
+            run = store.create_run("/x", manifest_for(names), {})
+            store_plan(store, run, "host", {
+                BASE: round_cell(base), f"{BASE}@aa": round_cell([b * 1.005 for b in base]),
+                "pruned-float32": round_cell([b / 1.009 for b in base]),
+                "pruned-int8": round_cell([b / 3.5 for b in base])}, target_ci=target)
+        report = load(db)
+        rows = report.frame.set_index("variant")
+        assert rows.loc["pruned-float32", "speedup_ci_low"] > 1.005  # its own interval excludes 1 ...
+        assert rows.loc["pruned-float32", "verdict"] == stats.NO_CHANGE  # ... but it is within the floor
+        assert rows.loc["pruned-int8", "verdict"] == stats.FASTER
+        assert rows["noise"].tolist() == pytest.approx([target] * len(rows))
+        assert f"so noise {stats.percent(target)}, the plan's precision target" in report.devices["host"].floor
