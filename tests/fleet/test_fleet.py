@@ -1,5 +1,8 @@
 """``edgeprune bench`` over real OpenSSH: a mixed fleet, and each fault the issue names, with the store checked
-after every fault. Runs the CLI as a subprocess, as a user would."""
+after every fault. Runs the CLI as a subprocess, as a user would.
+
+Since issue 12 a bench sends one measurement plan per device: every variant asked for, plus the baseline and its A/A
+twin (``store_rows.plan_cells``), each stored as a row of its own; a fault that costs the plan costs every cell."""
 from __future__ import annotations
 
 import json
@@ -13,8 +16,9 @@ from typing import Dict
 import pytest
 
 from support.cli import EDGEPRUNE, bench, start_bench
+from support.hostile import agent_pids, wait_until, write_mixed_fleet
 from support.sshlab import write_fleet
-from support.store_rows import by_pair, copy_run, rows, variant_names, wait_for_rows
+from support.store_rows import TWIN, by_pair, copy_run, plan_cells, rows, variant_names, wait_for_rows
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +37,7 @@ def test_mixed_fleet_stores_every_pair(digits_run, make_device, pi_python, tmp_p
     names = variant_names(manifest)
     assert len(stored) == len(devices) * (len(names) + 1)  # + the baseline's A/A twin per device
     for device in devices:  # one plan per device; every cell of it points at that plan
-        twin = stored[(device.name, "baseline-float32@aa")]
+        twin = stored[(device.name, TWIN)]
         assert twin["status"] == "ok" and twin["rounds"] >= 5 and twin["plan_id"] is not None
         assert {stored[(device.name, n)]["plan_id"] for n in names} == {twin["plan_id"]}
     host = {v["name"]: v for v in manifest["variants"]}
@@ -66,8 +70,9 @@ def test_unknown_host_key_rejected_then_accepted_with_opt_in(digits_run, make_de
     proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
     assert proc.returncode == 1
     assert "not in known_hosts" in proc.stderr
-    [row] = rows(db)
-    assert row["status"] == "failed" and row["error_kind"] == "host-key"
+    stored = rows(db)
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-int8"]))  # every cell of the plan
+    assert all(r["status"] == "failed" and r["error_kind"] == "host-key" for r in stored)
     assert client_keys.known_hosts.read_text() == ""
 
     proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8",
@@ -95,41 +100,51 @@ def test_changed_host_key_is_always_refused(digits_run, make_device, tmp_path):
                  "--accept-new-host-keys")
     assert proc.returncode == 1
     assert "HOST KEY CHANGED" in proc.stderr
-    [row] = rows(db)
-    assert row["status"] == "failed" and row["error_kind"] == "host-key"
+    stored = rows(db)
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-int8"]))
+    assert all(r["status"] == "failed" and r["error_kind"] == "host-key" for r in stored)
     assert not device.workdir.exists()  # nothing was uploaded
 
 
 def test_sshd_killed_mid_run_then_resume_completes(digits_run, make_device, tmp_path):
+    """sshd killed while the victim's plan is measured: every cell of that plan is ``failed`` with the one reason
+    (the plan fails as a whole), the other devices' plans are stored ok; ``--resume`` measures the victim again as a
+    whole and leaves the others' results alone."""
     folder, manifest = digits_run
-    names = variant_names(manifest)
+    cells = plan_cells(variant_names(manifest))
     steady = [make_device(f"steady-{i}") for i in range(2)]
     victim = make_device("victim")
-    fleet = write_fleet(tmp_path / "fleet.toml", steady + [victim], min_seconds=1.5)
+    # each visit lasts >= 0.2 s and the rounds 5 s (budget_s): the victim's plan is still measuring when it is struck
+    fleet = write_fleet(tmp_path / "fleet.toml", steady + [victim], min_seconds=0.2, budget_s=5)
     db = tmp_path / "store.db"
     proc = start_bench(folder, fleet, db)
-    wait_for_rows(db, proc, lambda stored: any(r["device"] == "victim" and r["status"] == "ok" for r in stored))
-    measured_before = [dict(r) for r in rows(db) if r["device"] == "victim" and r["status"] == "ok"]
+    wait_until(lambda: bool(agent_pids(victim.workdir)), 120, "the victim's agent to measure", proc)
+    time.sleep(1.0)
     victim.stop()
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
     stored = rows(db)
     run_id = stored[0]["run_id"]
-    assert all(r["status"] == "ok" for r in stored if r["device"] != "victim")
-    assert len([r for r in stored if r["device"] != "victim"]) == 2 * len(names)
+    others = [r for r in stored if r["device"] != "victim"]
+    assert sorted((r["device"], r["variant"]) for r in others) == sorted(
+        (d.name, c) for d in steady for c in cells)
+    assert all(r["status"] == "ok" for r in others), [(r["device"], r["variant"], r["error_message"]) for r in others]
     victim_rows = [r for r in stored if r["device"] == "victim"]
-    assert len(victim_rows) == len(names)
-    assert any(r["status"] == "failed" for r in victim_rows)
-    for before in measured_before:  # nothing measured before the fault is lost
-        assert any(r["variant"] == before["variant"] and r["status"] == "ok" and r["p50_us"] == before["p50_us"]
-                   for r in victim_rows)
+    assert sorted(r["variant"] for r in victim_rows) == sorted(cells)
+    assert all(r["status"] == "failed" for r in victim_rows), [r["error_message"] for r in victim_rows]
+    assert len({(r["error_kind"], r["error_message"]) for r in victim_rows}) == 1  # one plan, one reason
 
     victim.start()
     proc = bench("--resume", str(run_id), "--fleet", str(fleet), "--db", str(db))
     assert proc.returncode == 0, proc.stderr
-    final = rows(db, run_id)
-    assert len(final) == 3 * len(names)  # every pair exactly once
-    assert all(r["status"] == "ok" for r in final)
+    final = by_pair(rows(db, run_id))
+    assert sorted(final) == sorted((d.name, c) for d in steady + [victim] for c in cells)  # every pair exactly once
+    assert all(r["status"] == "ok" for r in final.values())
+    for before in others:  # the steady devices were not measured again
+        after = final[(before["device"], before["variant"])]
+        assert (after["p50_us"], after["plan_id"], after["attempts"]) == (before["p50_us"], before["plan_id"], 1)
+    [plan_id] = {final[("victim", c)]["plan_id"] for c in cells}  # the victim's cells: one new plan
+    assert plan_id is not None and plan_id not in {r["plan_id"] for r in others}
 
 
 def test_corrupted_upload_is_detected(digits_run, make_device, tmp_path):
@@ -145,13 +160,15 @@ def test_corrupted_upload_is_detected(digits_run, make_device, tmp_path):
     proc = bench(str(corrupt), "--fleet", str(fleet), "--db", str(db))
     assert proc.returncode == 1
     stored = {r["variant"]: r for r in rows(db)}
+    assert sorted(stored) == sorted(plan_cells(variant_names(manifest)))
     # the local file is checked once, before any upload: that variant fails with the real reason, the rest run
     bad = stored["pruned-int8"]
     assert bad["status"] == "failed" and bad["error_kind"] == "local-file"
     assert "no longer matches the manifest" in bad["error_message"]
     assert all(r["status"] == "ok" for name, r in stored.items() if name != "pruned-int8")
     blobs = device.workdir / "blobs"
-    assert not any(p.name.startswith(manifest["variants"][3]["sha256"]) for p in blobs.iterdir())
+    sha = next(v["sha256"] for v in manifest["variants"] if v["name"] == "pruned-int8")
+    assert not any(p.name.startswith(sha) for p in blobs.iterdir())
 
 
 def test_agent_printing_garbage_is_recorded_invalid(digits_run, make_device, tmp_path):
@@ -166,7 +183,7 @@ def test_agent_printing_garbage_is_recorded_invalid(digits_run, make_device, tmp
     proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8,pruned-float32")
     assert proc.returncode == 1
     stored = rows(db)
-    assert len(stored) == 2
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-float32", "pruned-int8"]))
     for row in stored:
         assert row["status"] == "invalid" and row["error_kind"] == "invalid-output"
         assert "not JSON" in row["error_message"]
@@ -183,10 +200,12 @@ def test_device_without_runtime_is_a_recorded_error(digits_run, make_device, tmp
     db = tmp_path / "store.db"
     proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-int8")
     assert proc.returncode == 1  # recorded as a result with its reason; bench exits 1 unless every pair is ok
-    [row] = rows(db)
-    assert row["status"] == "error"
-    assert row["error_kind"] in ("runtime-missing",)
-    assert json.loads(row["agent_json"])["status"] == "error"
+    stored = rows(db)
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-int8"]))
+    for row in stored:  # no cell could be loaded: the plan failed, each cell says why
+        assert row["status"] == "error"
+        assert row["error_kind"] in ("runtime-missing",)
+        assert json.loads(row["agent_json"])["status"] == "error"
 
 
 def test_connection_timeout_is_recorded(digits_run, make_device, tmp_path):
@@ -205,22 +224,31 @@ def test_connection_timeout_is_recorded(digits_run, make_device, tmp_path):
     finally:
         silent.close()
     assert proc.returncode == 1
-    [row] = rows(db)
-    assert row["status"] == "failed"
-    assert "timed out" in row["error_message"] or "banner" in row["error_message"].lower()
+    stored = rows(db)
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-int8"]))
+    for row in stored:
+        assert row["status"] == "failed"
+        assert "timed out" in row["error_message"] or "banner" in row["error_message"].lower()
 
 
 def test_cached_files_are_not_sent_again(digits_run, make_device, tmp_path):
+    """The run's files are sent once; each bench sends only its own small plan (a new seed each time)."""
     folder, _ = digits_run
     device = make_device("cache")
     fleet = write_fleet(tmp_path / "fleet.toml", [device])
     db = tmp_path / "store.db"
+
+    def blobs(plans: bool) -> Dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in (device.workdir / "blobs").iterdir()
+                if p.name.endswith(".plan.json") == plans}
+
     assert bench(str(folder), "--fleet", str(fleet), "--db", str(db)).returncode == 0
-    blobs = sorted((device.workdir / "blobs").iterdir())
-    stamps = {p.name: p.stat().st_mtime_ns for p in blobs}
+    stamps, plans = blobs(False), blobs(True)
+    assert len(plans) == 1
     time.sleep(0.05)
     assert bench(str(folder), "--fleet", str(fleet), "--db", str(db)).returncode == 0
-    assert {p.name: p.stat().st_mtime_ns for p in sorted((device.workdir / "blobs").iterdir())} == stamps
+    assert blobs(False) == stamps
+    assert len(blobs(True)) == 2 and set(plans) < set(blobs(True))
 
 
 def test_hostile_names_are_quoted(digits_run, make_device, tmp_path):
@@ -237,8 +265,9 @@ def test_hostile_names_are_quoted(digits_run, make_device, tmp_path):
     assert not canary.exists()
     assert not (Path.home() / "PWNED").exists()
     assert (hostile / "blobs").is_dir()
-    [row] = rows(db)
-    assert row["status"] == "ok"
+    stored = rows(db)
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-int8"]))
+    assert all(r["status"] == "ok" for r in stored)
 
 
 def test_ssh_config_alias_is_resolved(digits_run, make_device, client_keys, tmp_path):
@@ -255,8 +284,9 @@ def test_ssh_config_alias_is_resolved(digits_run, make_device, client_keys, tmp_
     db = tmp_path / "store.db"
     proc = bench(str(folder), "--device", str(profile), "--db", str(db), "--variants", "pruned-int8")
     assert proc.returncode == 0, proc.stderr
-    [row] = rows(db)
-    assert row["device"] == "my-pi" and row["status"] == "ok"
+    stored = rows(db)
+    assert [r["variant"] for r in stored] == sorted(plan_cells(["pruned-int8"]))
+    assert all(r["device"] == "my-pi" and r["status"] == "ok" for r in stored)
 
 
 def test_devices_check_reports_runtimes(make_device, pi_python, tmp_path):
@@ -294,28 +324,38 @@ def test_devices_setup_installs_a_runtime_that_fits(make_device, tmp_path):
 
 
 def test_ctrl_c_keeps_measured_results_and_resume_finishes(digits_run, make_device, tmp_path):
+    """Ctrl-C once one device's plan is stored and the other's is still measuring: exit 130, the finished plan's
+    cells kept, the interrupted one's ``failed / interrupted``; ``--resume`` measures only the interrupted device."""
     import signal
 
     folder, manifest = digits_run
-    names = variant_names(manifest)
-    devices = [make_device(f"slow-{i}") for i in range(2)]
-    fleet = write_fleet(tmp_path / "fleet.toml", devices, min_seconds=1.0)
+    cells = plan_cells(variant_names(manifest))
+    quick, slow = make_device("quick"), make_device("slow")
+    # slow: visits of >= 0.3 s for 10 s of rounds, so it is measuring when quick's plan is stored
+    fleet = write_mixed_fleet(tmp_path / "fleet.toml", [(quick, {}), (slow, {"min_seconds": 0.3, "budget_s": 10})])
     db = tmp_path / "store.db"
     proc = start_bench(folder, fleet, db)
-    wait_for_rows(db, proc, lambda stored: any(r["status"] == "ok" for r in stored))
+    wait_for_rows(db, proc, lambda stored: sum(r["device"] == "quick" for r in stored) == len(cells))
+    assert agent_pids(slow.workdir), "slow's plan ended before quick's was stored"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
-    kept = [r for r in rows(db) if r["status"] == "ok"]
-    assert 1 <= len(kept) < 2 * len(names)
-    run_id = rows(db)[0]["run_id"]
+    stored = rows(db)
+    kept = [r for r in stored if r["device"] == "quick"]
+    assert all(r["status"] == "ok" for r in kept), [r["error_message"] for r in kept]
+    stopped = [r for r in stored if r["device"] == "slow"]
+    assert sorted(r["variant"] for r in stopped) == sorted(cells)
+    assert all((r["status"], r["error_kind"]) == ("failed", "interrupted") for r in stopped)
+    run_id = stored[0]["run_id"]
     proc = bench("--resume", str(run_id), "--fleet", str(fleet), "--db", str(db))
     assert proc.returncode == 0, proc.stderr
-    final = rows(db, run_id)
-    assert len(final) == 2 * len(names) and all(r["status"] == "ok" for r in final)
-    for before in kept:  # resumed pairs were not measured again
-        assert by_pair(final)[(before["device"], before["variant"])]["p50_us"] == before["p50_us"]
+    final = by_pair(rows(db, run_id))
+    assert sorted(final) == sorted((d, c) for d in ("quick", "slow") for c in cells)
+    assert all(r["status"] == "ok" for r in final.values())
+    for before in kept:  # the finished plan was not measured again
+        after = final[(before["device"], before["variant"])]
+        assert (after["p50_us"], after["plan_id"], after["attempts"]) == (before["p50_us"], before["plan_id"], 1)
 
 
 def test_copy_damaged_on_the_device_is_caught(digits_run, make_device, tmp_path):
@@ -334,5 +374,9 @@ def test_copy_damaged_on_the_device_is_caught(digits_run, make_device, tmp_path)
     proc = bench(str(folder), "--fleet", str(fleet), "--db", str(db), "--variants", "pruned-float32")
     assert proc.returncode == 1
     latest = max(r["run_id"] for r in rows(db))
-    [row] = rows(db, latest)
+    stored = by_pair(rows(db, latest))
+    row = stored[("bitrot", "pruned-float32")]
     assert row["status"] == "invalid" and row["error_kind"] == "sha256-mismatch"
+    # the damage costs that cell only: the plan's other cells were measured
+    assert sorted(stored) == sorted(("bitrot", c) for c in plan_cells(["pruned-float32"]))
+    assert all(r["status"] == "ok" for (_, c), r in stored.items() if c != "pruned-float32")

@@ -1,10 +1,11 @@
 """Hostile device parts for the fault tests: agent wrappers that lie, a fake SSH server, and process checks.
 
-A wrapper stands where the profile's ``python`` is: anything but ``-m device_agent run`` is passed to the real
-interpreter untouched (uploads are hashed with it), and a run may be answered by code that edits the real agent's
-document before emitting it. Hosts before issue 10 did not pass ``--frame TOKEN``; a wrapper handles both, and
-frames its forged document with the host's token when there is one, so a test fails on old code for the reason it
-is about (a lie believed) rather than because an unframed reply was refused.
+A wrapper stands where the profile's ``python`` is: anything but ``-m device_agent plan`` (what a bench runs since
+issue 12: one plan per device, every cell in it) or ``run`` is passed to the real interpreter untouched (uploads are
+hashed with it), and the agent's answer may be code that edits the real agent's document before emitting it
+(``cell(doc, id)`` is one cell of a plan's document). Hosts before issue 10 did not pass ``--frame TOKEN``; a
+wrapper handles both, and frames its forged document with the host's token when there is one, so a test fails on old
+code for the reason it is about (a lie believed) rather than because an unframed reply was refused.
 """
 from __future__ import annotations
 
@@ -23,18 +24,20 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from support.sshlab import SshdDevice
 
 HOST_PYTHON = sys.executable
-#: Two variants in manifest order (the host measures them in that order): the first is the one a wrapper attacks.
+#: Two variants in manifest order (after the baseline and its A/A twin in the plan): the first is the cell a
+#: wrapper attacks.
 FIRST, SECOND = "pruned-float32", "pruned-int8"
 TWO = f"{FIRST},{SECOND}"
 
 #: The wrapper's own prelude: ``real()`` runs the real agent (unframed) and returns its document, ``emit(doc)``
-#: or ``emit(text=...)`` prints a forged reply the way the host asked for it, ``model_sha()`` names the model.
+#: or ``emit(text=...)`` prints a forged reply the way the host asked for it, ``cell(doc, id)`` is one cell of a
+#: plan's document, ``digest(predictions)`` is the agent's predictions digest.
 _PRELUDE = """\
 #!{python}
 import hashlib, json, os, struct, subprocess, sys
 REAL = {python!r}
 ARGV = sys.argv[1:]
-if ARGV[:3] != ["-m", "device_agent", "run"]{extra_pass}:
+if ARGV[:2] != ["-m", "device_agent"] or ARGV[2:3] not in (["plan"], ["run"]):
     os.execv(REAL, [REAL] + ARGV)
 TOKEN = None
 if "--frame" in ARGV:
@@ -52,21 +55,19 @@ def emit(doc=None, text=None):
     sys.stdout.write(text)
     sys.stdout.flush()
 
+def cell(doc, cell_id):
+    return next(c for c in doc["cells"] if c["id"] == cell_id)
+
 def digest(predictions):
     return hashlib.sha256(struct.pack("<%di" % len(predictions), *predictions)).hexdigest()[:16]
 """
 
 
-def agent_wrapper(path: Path, body: str, only_model_sha: Optional[str] = None) -> Path:
-    """Write an executable "python" at ``path`` whose agent runs are answered by ``body`` (Python, see _PRELUDE).
-
-    ``only_model_sha``: runs of any other model go to the real agent as they are, so one variant of a device can
-    be hostile while its others are measured honestly.
-    """
-    extra = ""
-    if only_model_sha is not None:
-        extra = f" or os.path.basename(ARGV[3]).split('.')[0] != {only_model_sha!r}"
-    path.write_text(_PRELUDE.format(python=HOST_PYTHON, extra_pass=extra) + textwrap.dedent(body) + "\n")
+def agent_wrapper(path: Path, body: str) -> Path:
+    """Write an executable "python" at ``path`` whose agent plans (and runs) are answered by ``body`` (Python, see
+    _PRELUDE). A plan answers every cell of the device at once: a body that edits one cell (``cell(doc, FIRST)``)
+    leaves the device's other cells as the real agent measured them."""
+    path.write_text(_PRELUDE.format(python=HOST_PYTHON) + textwrap.dedent(body) + "\n")
     path.chmod(0o755)
     return path
 
@@ -96,7 +97,8 @@ def client_env(home: Path) -> Dict[str, str]:
 # -- processes on a loopback device ------------------------------------------------------------------------------
 
 def agent_pids(workdir: Path) -> List[int]:
-    """Agents still running for a device: a ``device_agent`` command line naming a file under its work dir."""
+    """Agents still running for a device: a ``device_agent plan`` (or ``run``) command line naming a file under its
+    work dir (the plan file is in its blobs)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -105,7 +107,7 @@ def agent_pids(workdir: Path) -> List[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue
-        if "device_agent" in cmdline and " run " in cmdline and str(workdir) in cmdline:
+        if ("device_agent plan " in cmdline or "device_agent run " in cmdline) and str(workdir) in cmdline:
             found.append(int(entry.name))
     return found
 
