@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import bench
-from support.store_rows import rows
+from support.store_rows import plan_cells, rows
 
 pytestmark = pytest.mark.slow
 LOCAL_LOCK = Path(tempfile.gettempdir()) / f"edgeprune-agent-{os.getuid()}.lock"
@@ -100,8 +100,8 @@ def test_bench_stops_an_orphaned_agent_then_measures(digits_run, tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert time.monotonic() - started < 60  # not the orphan's 120 s
         assert orphan.wait(timeout=10) is not None and not running(orphan.pid)
-        [row] = rows(tmp_path / "s.db")
-        assert row["status"] == "ok"
+        stored = rows(tmp_path / "s.db")
+        assert [(r["variant"], r["status"]) for r in stored] == [(c, "ok") for c in sorted(plan_cells(["pruned-int8"]))]
     finally:
         if orphan.poll() is None:
             os.killpg(orphan.pid, signal.SIGKILL)
@@ -124,11 +124,11 @@ def test_bench_waits_for_a_live_holder(digits_run, tmp_path):
                     ended[name] = time.monotonic()
             time.sleep(0.02)
         assert len(ended) == 2, "the bench or the holder never finished"
-        assert ended["bench"] > ended["holder"]  # measuring beside it would have ended first (one ~1 s variant)
+        assert ended["bench"] > ended["holder"]  # measuring beside it would have ended first (a ~2 s plan)
         assert holder.returncode == 0 and json.loads(holder.stdout.read())["status"] == "ok"  # undisturbed
         assert proc.returncode == 0, proc.stderr.read()
-        [row] = rows(tmp_path / "s.db")
-        assert row["status"] == "ok"
+        stored = rows(tmp_path / "s.db")
+        assert [(r["variant"], r["status"]) for r in stored] == [(c, "ok") for c in sorted(plan_cells(["pruned-int8"]))]
     finally:
         if holder.poll() is None:
             os.killpg(holder.pid, signal.SIGKILL)

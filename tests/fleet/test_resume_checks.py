@@ -20,10 +20,12 @@ import pytest
 from support.cli import DigitsRun, run_cli
 from support.hostile import FIRST, SECOND, TWO
 from support.sshlab import SshdDevice
-from support.store_rows import copy_run, outcome, rows
+from support.store_rows import copy_run, outcome, plan_cells, rows
 
 pytestmark = pytest.mark.slow
 MakeDevice = Callable[..., SshdDevice]
+#: What a bench of TWO stores per device (issue 12): the baseline and its A/A twin are in every plan.
+CELLS = plan_cells(TWO.split(","))
 
 
 def error_lines(stderr: str) -> List[str]:
@@ -56,14 +58,15 @@ def change_variant(folder: Path, variant: str) -> None:
 
 
 def failed_run(folder: Path, device: SshdDevice, tmp_path: Path) -> Tuple[Path, Path]:
-    """Bench ``folder`` on ``device`` while it is down: run 1 with every pair ``failed``. Returns (profile, db)."""
+    """Bench ``folder`` on ``device`` while it is down: run 1 with every cell ``failed``. Returns (profile, db)."""
     profile = tmp_path / f"{device.name}.toml"
     profile.write_text(device.profile_toml(runs=5, warmup=1, connect_timeout=3))
     db = tmp_path / "store.db"
     proc = run_cli(tmp_path, "bench", str(folder), "--device", str(profile), "--db", str(db), "--variants", TWO,
                    "-q")
     assert proc.returncode == 1, proc.stderr
-    assert [r["status"] for r in rows(db)] == ["failed", "failed"], [outcome(r) for r in rows(db)]
+    assert [(r["variant"], r["status"]) for r in rows(db)] == [(c, "failed") for c in sorted(CELLS)], [
+        outcome(r) for r in rows(db)]
     return profile, db
 
 
@@ -100,7 +103,7 @@ def test_resume_without_devices_uses_the_runs_own(digits_run: DigitsRun, make_de
     proc = run_cli(tmp_path, "bench", "--resume", "1", "--db", str(db), "--variants", TWO, "-q")
     final = rows(db, 1)
     assert {(r["device"], r["variant"]): outcome(r) for r in final} == {
-        ("came-back", FIRST): "ok / None: None", ("came-back", SECOND): "ok / None: None"}
+        ("came-back", cell): "ok / None: None" for cell in CELLS}
     assert proc.returncode == 0, proc.stderr
     assert run_count(db) == 1
 
@@ -134,7 +137,7 @@ def test_resume_uses_and_checks_the_run_folder_given(digits_run: DigitsRun, make
     assert result_rows(db) == before
 
     proc = run_cli(tmp_path, "bench", str(moved), "--resume", "1", "--db", str(db), "--variants", TWO, "-q")
-    assert [outcome(r) for r in rows(db, 1)] == ["ok / None: None"] * 2
+    assert [(r["variant"], outcome(r)) for r in rows(db, 1)] == [(c, "ok / None: None") for c in sorted(CELLS)]
     assert {r["device"] for r in rows(db, 1)} == {"moved"}
     assert proc.returncode == 0, proc.stderr
 
@@ -144,12 +147,13 @@ def test_resume_uses_and_checks_the_run_folder_given(digits_run: DigitsRun, make
 
 def test_resume_keeps_the_runs_variant_selection(digits_run: DigitsRun, tmp_path: Path) -> None:
     """A run benched with ``--variants`` and resumed the way the Ctrl-C message says (``--resume N``) finishes that
-    run's pairs; it must not add the variants the user left out, nor change what the run was."""
+    run's pairs; it must not add the variants the user left out, nor change what the run was (its cells: the one
+    variant, with the baseline and its A/A twin every plan measures)."""
     db = tmp_path / "store.db"
     first = run_cli(tmp_path, "bench", str(digits_run.folder), "--device", "local", "--db", str(db), "--variants",
                     SECOND, "-q")
     assert first.returncode == 0, first.stderr
     proc = run_cli(tmp_path, "bench", "--resume", "1", "--db", str(db), "-q")
     assert proc.returncode == 0, proc.stderr
-    assert [(r["device"], r["variant"]) for r in rows(db, 1)] == [("local", SECOND)]
-    assert "run 1: 1 ok, 0 error, 0 failed" in proc.stdout
+    assert [(r["device"], r["variant"]) for r in rows(db, 1)] == [("local", c) for c in sorted(plan_cells([SECOND]))]
+    assert "run 1: 3 ok, 0 error, 0 failed" in proc.stdout
