@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Tuple
 import pytest
 
 from support.cli import DigitsRun, run_cli
-from support.hostile import FIRST, SECOND, TWO
+from support.hostile import SECOND, TWO
 from support.sshlab import SshdDevice
 from support.store_rows import copy_run, outcome, plan_cells, rows
 
