@@ -29,6 +29,11 @@ FLEET_EXAMPLE = PROFILES_DIR / "fleet.example.toml"
 #: What docs/devices.md tells a user to change in a copy of a shipped profile; a test that needs to change more
 #: is no longer testing what users run (issue 10), so copy_profile refuses anything else.
 USER_CHANGES = ("host", "port", "user", "key_file", "known_hosts")
+#: The rounds' stopping rule (issue 12), which a test may shorten (``length``): a shipped profile measures until
+#: every cell's p50 settles or ``budget_s`` (300 s by default) is spent, and on a loaded 2-core test machine cells
+#: rarely settle. How long a bench measures is tested elsewhere (tests/agent/test_agent_plan.py); a test of the way
+#: to the device (connection, workdir, python) keeps every other line as shipped.
+LENGTH_CHANGES = ("budget_s", "min_rounds")
 
 
 def require_sshd() -> None:
@@ -278,16 +283,24 @@ def _edit_lines(lines: Sequence[str], changes: Dict[str, object], insert_after: 
     return out[:at] + added + out[at:]
 
 
-def copy_profile(name: str, dest: Path, **changes: object) -> Path:
+def _length(length: Optional[Dict[str, object]]) -> Dict[str, object]:
+    unknown = sorted(set(length or {}) - set(LENGTH_CHANGES))
+    if unknown:
+        raise ValueError(f"a test may shorten only {', '.join(LENGTH_CHANGES)} (the rounds), not {unknown}")
+    return dict(length or {})
+
+
+def copy_profile(name: str, dest: Path, length: Optional[Dict[str, object]] = None, **changes: object) -> Path:
     """Copy ``profiles/<name>.toml`` to ``dest`` as the docs tell a user to: only host, port, user, key_file and
-    known_hosts change; every other line, comments included, stays exactly as shipped."""
+    known_hosts change; every other line, comments included, stays exactly as shipped. ``length`` shortens the
+    rounds (only ``LENGTH_CHANGES``; see there)."""
     unknown = sorted(set(changes) - set(USER_CHANGES))
     if unknown:
         raise ValueError(f"a user changes only {', '.join(USER_CHANGES)} in a copied profile, not {unknown}")
     lines = (PROFILES_DIR / f"{name}.toml").read_text().splitlines()
     if any(line.lstrip().startswith("[") for line in lines):
         raise ValueError(f"profiles/{name}.toml has tables: appended keys would land in the last one")
-    dest.write_text("\n".join(_edit_lines(lines, changes)) + "\n")
+    dest.write_text("\n".join(_edit_lines(lines, {**changes, **_length(length)})) + "\n")
     return dest
 
 
@@ -295,15 +308,21 @@ def copy_profile(name: str, dest: Path, **changes: object) -> Path:
 FleetHosts = Dict[str, Tuple[str, Optional[int], Optional[str]]]
 
 
-def copy_fleet_example(dest: Path, hosts: FleetHosts) -> Path:
+def copy_fleet_example(dest: Path, hosts: FleetHosts, length: Optional[Dict[str, object]] = None) -> Path:
     """Copy profiles/fleet.example.toml with only each ``[[device]]``'s host line rewritten (and its port/user set
-    in that device's table). Every device must be named, so no address of the example is left to connect to."""
+    in that device's table). Every device must be named, so no address of the example is left to connect to.
+    ``length`` shortens the rounds of every device (only ``LENGTH_CHANGES``, set in ``[defaults]``)."""
     blocks: List[List[str]] = [[]]
     for line in FLEET_EXAMPLE.read_text().splitlines():
         if line.strip() == "[[device]]":
             blocks.append([])
         blocks[-1].append(line)
     out = list(blocks[0])
+    shorter = _length(length)
+    if shorter:
+        if not any(line.strip() == "[defaults]" for line in out):
+            raise ValueError("the fleet example has no [defaults] table to shorten the rounds in")
+        out = _edit_lines(out, shorter, insert_after="profile")
     seen = []
     for block in blocks[1:]:
         names = [tomllib.loads(line)["name"] for line in block if (m := _ASSIGNMENT.match(line)) and m["key"] == "name"]
