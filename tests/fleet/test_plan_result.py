@@ -27,7 +27,8 @@ from support.agent_harness import REPO_ROOT, agent_env
 
 #: An agent that has `run` and `probe` but no `plan` (before issue 12).
 OLD_AGENT_COMMIT = "6631d03"
-AA, AA2, INT8, MISSING = "baseline-float32", "baseline-float32#aa", "pruned-int8", "missing"
+#: The baseline and its A/A twin as the host names them in a bench's plan (devices.cells.aa_cell).
+AA, AA2, INT8, MISSING = "baseline-float32", "baseline-float32@aa", "pruned-int8", "missing"
 
 
 def _frame(document: Dict[str, Any], token: str) -> bytes:
