@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Tuple
 from . import PLAN_SCHEMA_VERSION, lock, output, protocol
 from . import runtime as runtime_mod
 from . import sysinfo
-from .protocol import INTERNAL, RUNTIME_MISSING, AgentError
+from .protocol import INTERNAL, MODEL_LOAD, RUNTIME_MISSING, UNSUPPORTED_OP, AgentError
 
 #: Raw latency samples sent back with --samples, at most (evenly strided over the run).
 MAX_SAMPLES = 5000
@@ -81,16 +81,21 @@ def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
     model_path = os.path.abspath(args.model)
     sha, size = model.check_model_file(model_path)
     doc["model"] = {"path": model_path, "sha256": sha, "size_bytes": size}
-    model.preflight_load(rt, model_path)
-
-    memory: Dict[str, Any] = {"rss_before_load_kib": measure.rss_peak_kib()}
-    doc["memory"] = memory
-    delegates = model.load_delegates(rt, args.delegate, dict(args.delegate_option))
-    if delegates:
-        doc["runtime"]["delegate"] = {"path": args.delegate,
-                                      "options": dict(args.delegate_option)}
-    interpreter, init_ms = model.load_interpreter(
-        rt, model_path, args.threads, args.no_xnnpack, delegates)
+    memory: Dict[str, Any] = {}
+    try:  # run's documents (schema_version 1) say model-load for an op the runtime lacks, custom or not
+        model.preflight_load(rt, model_path)
+        memory["rss_before_load_kib"] = measure.rss_peak_kib()
+        doc["memory"] = memory
+        delegates = model.load_delegates(rt, args.delegate, dict(args.delegate_option))
+        if delegates:
+            doc["runtime"]["delegate"] = {"path": args.delegate,
+                                          "options": dict(args.delegate_option)}
+        interpreter, init_ms = model.load_interpreter(
+            rt, model_path, args.threads, args.no_xnnpack, delegates)
+    except AgentError as exc:
+        if exc.kind != UNSUPPORTED_OP:
+            raise
+        raise AgentError(MODEL_LOAD, exc.message, hint=exc.hint)
     memory["rss_after_load_kib"] = measure.rss_peak_kib()
     doc["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, bool(delegates))
     doc["timing"] = {"init_ms": init_ms}
@@ -100,9 +105,8 @@ def cmd_run(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
     x, y = evaldata.load_eval(args.eval, args.max_eval)
     prepared = evaldata.prepare_inputs(x, in_detail)
     del x
-    inputs = [prepared[i:i + 1] for i in range(prepared.shape[0])]
-    timing = measure.time_invokes(interpreter, in_detail["index"], inputs,
-                                  args.warmup, args.runs, args.min_seconds)
+    feeds = [((in_detail["index"], prepared[i:i + 1]),) for i in range(prepared.shape[0])]
+    timing = measure.time_invokes(interpreter, feeds, args.warmup, args.runs, args.min_seconds)
     samples_ns: List[int] = timing.pop("_samples_ns")
     doc["timing"].update(timing)
     if args.samples:

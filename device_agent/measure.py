@@ -14,7 +14,7 @@ import gc
 import hashlib
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -56,20 +56,21 @@ def rss_peak_kib() -> Optional[int]:
     return int(peak)
 
 
-def time_invokes(interpreter: Any, input_index: int, inputs: List[np.ndarray],
+def time_invokes(interpreter: Any, feeds: Sequence[Sequence[Tuple[int, np.ndarray]]],
                  warmup: int, runs: int, min_seconds: float) -> Dict[str, Any]:
     """Warm up, then time ``runs`` invokes (more if min_seconds asks for it).
 
-    Samples cycle through the eval inputs (set outside the timed region) so
-    data-dependent kernels see realistic data.  The garbage collector is
-    paused so a collection never lands inside a sample.
+    Each invoke takes the next feed (every input's tensor index and value, set outside the timed region),
+    cycling through them, so data-dependent kernels see realistic data. The garbage collector is paused so
+    a collection never lands inside a sample.
     """
     set_tensor = interpreter.set_tensor
     invoke = interpreter.invoke
     clock = time.perf_counter_ns
-    n = len(inputs)
+    n = len(feeds)
     for i in range(warmup):
-        set_tensor(input_index, inputs[i % n])
+        for index, value in feeds[i % n]:
+            set_tensor(index, value)
         invoke()
     min_ns = int(min_seconds * 1e9)
     cap = max(runs, MAX_RUNS_FOR_MIN_SECONDS)
@@ -81,7 +82,8 @@ def time_invokes(interpreter: Any, input_index: int, inputs: List[np.ndarray],
         start = clock()
         i = 0
         while True:
-            set_tensor(input_index, inputs[i % n])
+            for index, value in feeds[i % n]:
+                set_tensor(index, value)
             t0 = clock()
             invoke()
             t1 = clock()
@@ -119,7 +121,7 @@ def latency_stats(samples_ns: List[int]) -> Dict[str, Any]:
 
 def evaluate(interpreter: Any, in_detail: Dict[str, Any], out_detail: Dict[str, Any],
              prepared: np.ndarray, labels: np.ndarray, batch: int) -> Dict[str, Any]:
-    """Predict every eval sample; argmax of the (dequantized) output.
+    """``run``: predict every eval sample; argmax of the (dequantized) output.
 
     batch > 1 resizes the input tensor; if the runtime or model refuses, the
     agent falls back to batch 1 and says so (``batch_used``).
@@ -129,7 +131,9 @@ def evaluate(interpreter: Any, in_detail: Dict[str, Any], out_detail: Dict[str, 
     preds: List[int] = []
     if batch > 1:
         try:
-            preds = _evaluate_batched(interpreter, in_detail, out_detail, prepared, batch)
+            interpreter.resize_tensor_input(in_detail["index"], [batch] + [int(d) for d in in_detail["shape"][1:]])
+            interpreter.allocate_tensors()
+            preds = predict(interpreter, [in_detail], out_detail, [prepared], batch)
             used = batch
         except AgentError:
             raise
@@ -140,20 +144,28 @@ def evaluate(interpreter: Any, in_detail: Dict[str, Any], out_detail: Dict[str, 
             interpreter.allocate_tensors()
             preds = []
     if not preds:
-        in_index = in_detail["index"]
-        out_index = out_detail["index"]
-        for i in range(prepared.shape[0]):
-            interpreter.set_tensor(in_index, prepared[i:i + 1])
-            interpreter.invoke()
-            out = dequantize(interpreter.get_tensor(out_index), out_detail)
-            preds.append(int(np.argmax(out.reshape(-1))))
+        preds = predict(interpreter, [in_detail], out_detail, [prepared], 1)
+    return accuracy_result(preds, labels, batch, used, note)
+
+
+def evaluate_inputs(interpreter: Any, in_details: Sequence[Dict[str, Any]], out_detail: Dict[str, Any],
+                    prepared: Sequence[np.ndarray], labels: np.ndarray) -> Dict[str, Any]:
+    """``plan``: predict every eval sample at the inputs' own batch (their first dimension, 1 unless the cell's
+    input_shapes says otherwise) from the first output."""
+    batch = int(in_details[0]["shape"][0])
+    preds = predict(interpreter, in_details, out_detail, prepared, batch)
+    return accuracy_result(preds, labels, batch, batch, None)
+
+
+def accuracy_result(preds: List[int], labels: np.ndarray, batch_requested: int, batch_used: int,
+                    note: Optional[str]) -> Dict[str, Any]:
     correct = int(np.sum(np.asarray(preds) == labels))
     result: Dict[str, Any] = {
         "num_samples": len(preds),
         "correct": correct,
         "accuracy": correct / len(preds),
-        "batch_requested": batch,
-        "batch_used": used,
+        "batch_requested": batch_requested,
+        "batch_used": batch_used,
         "predictions_digest": predictions_digest(preds),
         "predictions": preds,
     }
@@ -162,23 +174,21 @@ def evaluate(interpreter: Any, in_detail: Dict[str, Any], out_detail: Dict[str, 
     return result
 
 
-def _evaluate_batched(interpreter: Any, in_detail: Dict[str, Any],
-                      out_detail: Dict[str, Any], prepared: np.ndarray,
-                      batch: int) -> List[int]:
-    in_index = in_detail["index"]
-    shape = [batch] + [int(d) for d in in_detail["shape"][1:]]
-    interpreter.resize_tensor_input(in_index, shape)
-    interpreter.allocate_tensors()
+def predict(interpreter: Any, in_details: Sequence[Dict[str, Any]], out_detail: Dict[str, Any],
+            prepared: Sequence[np.ndarray], batch: int) -> List[int]:
+    """The argmax of the (dequantized) output for every sample, ``batch`` samples per invoke (the inputs'
+    tensors must already have that batch; the last chunk is padded with zeros)."""
     out_index = out_detail["index"]
+    n = prepared[0].shape[0]
     preds: List[int] = []
-    n = prepared.shape[0]
     for start in range(0, n, batch):
-        chunk = prepared[start:start + batch]
-        real = chunk.shape[0]
-        if real < batch:  # pad the last chunk instead of re-allocating
-            pad = np.zeros([batch - real] + shape[1:], dtype=prepared.dtype)
-            chunk = np.concatenate([chunk, pad])
-        interpreter.set_tensor(in_index, np.ascontiguousarray(chunk))
+        real = min(batch, n - start)
+        for detail, values in zip(in_details, prepared):
+            chunk = values[start:start + batch]
+            if real < batch:  # pad the last chunk instead of re-allocating
+                pad = np.zeros((batch - real,) + chunk.shape[1:], dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(chunk))
         interpreter.invoke()
         out = dequantize(interpreter.get_tensor(out_index), out_detail)
         out = out.reshape(batch, -1)[:real]

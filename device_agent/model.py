@@ -1,7 +1,8 @@
 """The model file and its interpreter: checking the file, loading it safely, describing its tensors.
 
-A truncated file must not crash the agent (see ``preflight_load``), and every failure to load names the
-runtime's own message with a next step for a person (``model_load_hint``).
+A truncated file must not crash the agent (``flatbuffer`` checks the file, ``preflight_load`` parses it in a
+child), and every failure to load keeps the runtime's own message with a next step for a person
+(``opcheck.load_error``, the one place for it).
 """
 
 from __future__ import annotations
@@ -14,22 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import opcheck
 from .protocol import DATA_MISMATCH, DELEGATE, MODEL_LOAD, AgentError, write_all
 from .runtime import Runtime, runtime_message
-
-
-def model_load_hint(rt: Runtime, message: str) -> str:
-    """A next step for a person, chosen from the runtime's own message."""
-    lowered = message.lower()
-    if "didn't find op" in lowered or "version" in lowered or "custom op" in lowered \
-            or "unsupported" in lowered:
-        return ("the model uses an op (or op version) that %s %s does not have: install "
-                "a newer runtime (`pip install -U ai-edge-litert`) or convert the model "
-                "for this runtime" % (rt.name, rt.version))
-    if "identifier" in lowered or "flatbuffer" in lowered or "mmap" in lowered:
-        return ("this is not a valid .tflite file (wrong file, or truncated in "
-                "transfer): compare its sha256 with the host's copy")
-    return "the runtime could not load this model; see its message for why"
 
 
 def file_digest(path: str) -> Tuple[str, int]:
@@ -116,8 +104,7 @@ def preflight_load(rt: Runtime, model_path: str) -> None:
             "truncated or corrupt" % (rt.name, rt.version, signame),
             hint="compare the file's sha256 with the host's copy and transfer it again")
     if text.startswith("ERR"):
-        message = text[3:].strip()
-        raise AgentError(MODEL_LOAD, message, hint=model_load_hint(rt, message))
+        raise opcheck.load_error(rt.name, rt.version, text[3:].strip())
 
 
 def load_delegates(rt: Runtime, path: Optional[str],
@@ -155,23 +142,35 @@ def load_delegates(rt: Runtime, path: Optional[str],
                           "and that its device is attached")
 
 
-def load_interpreter(rt: Runtime, model_path: str, threads: Optional[int],
-                     no_xnnpack: bool, delegates: List[Any]) -> Tuple[Any, float]:
-    """Create the interpreter and allocate tensors; returns (it, init_ms)."""
+def load_interpreter(rt: Runtime, model_path: str, threads: Optional[int], no_xnnpack: bool,
+                     delegates: List[Any], shapes: Optional[Dict[int, List[int]]] = None) -> Tuple[Any, float]:
+    """Create the interpreter, resize the inputs in ``shapes`` (tensor index -> dims) and allocate tensors;
+    returns (it, init_ms), the resize included."""
     kwargs = rt.interpreter_kwargs(threads, no_xnnpack, delegates)
+    stage = "load"
     start = time.perf_counter_ns()
     try:
         interpreter = rt.Interpreter(model_path=model_path, **kwargs)
+        stage = "resize"
+        for index, dims in sorted((shapes or {}).items()):
+            interpreter.resize_tensor_input(index, list(dims))
+        stage = "allocate"
         interpreter.allocate_tensors()
     except Exception as exc:
-        message = runtime_message(exc)
-        if delegates and "delegate" in message.lower():
-            raise AgentError(DELEGATE, message,
-                             hint="the delegate could not take this model; run without "
-                                  "--delegate or compile the model for it")
-        raise AgentError(MODEL_LOAD, message, hint=model_load_hint(rt, message))
+        error = opcheck.load_error(rt.name, rt.version, runtime_message(exc), bool(delegates))
+        if shapes and (stage == "resize" or stage == "allocate" and error.kind == MODEL_LOAD):
+            error = AgentError(MODEL_LOAD, "%s %s cannot run the model at the input shapes %s: %s"
+                               % (rt.name, rt.version, _shapes_text(interpreter, shapes), error.message),
+                               hint="give the cell input_shapes the model accepts: its inputs' shape_signature "
+                                    "says which dimensions may change (-1)")
+        raise error
     init_ms = (time.perf_counter_ns() - start) / 1e6
     return interpreter, init_ms
+
+
+def _shapes_text(interpreter: Any, shapes: Dict[int, List[int]]) -> str:
+    names = {d["index"]: d.get("name") for d in interpreter.get_input_details()}
+    return ", ".join("%s %s" % (names.get(i, i), list(dims)) for i, dims in sorted(shapes.items()))
 
 
 def xnnpack_applied(interpreter: Any, external_delegate: bool) -> Optional[bool]:
@@ -207,12 +206,15 @@ def tensor_info(detail: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def io_details(interpreter: Any) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    return interpreter.get_input_details(), interpreter.get_output_details()
+
+
 def describe_io(interpreter: Any, model_doc: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Record the model's inputs and outputs in ``model_doc``; return the one input and the first output.
 
-    The agent measures single-input classifiers: anything else is a ``data-mismatch`` (after recording it)."""
-    in_details = interpreter.get_input_details()
-    out_details = interpreter.get_output_details()
+    ``run`` measures single-input classifiers: anything else is a ``data-mismatch`` (after recording it)."""
+    in_details, out_details = io_details(interpreter)
     model_doc["num_inputs"] = len(in_details)
     model_doc["num_outputs"] = len(out_details)
     if in_details:
@@ -223,3 +225,19 @@ def describe_io(interpreter: Any, model_doc: Dict[str, Any]) -> Tuple[Dict[str, 
         raise AgentError(DATA_MISMATCH, "the agent measures single-input classifiers; this model has "
                          "%d inputs and %d outputs" % (len(in_details), len(out_details)))
     return in_details[0], out_details[0]
+
+
+def describe_all_io(interpreter: Any, model_doc: Dict[str, Any]) -> Tuple[List[Dict[str, Any]],
+                                                                          List[Dict[str, Any]]]:
+    """``plan``: every input and output in ``model_doc`` (``inputs``/``outputs``, the shapes allocated; ``input``
+    and ``output`` the first of each), any number of either."""
+    in_details, out_details = io_details(interpreter)
+    model_doc["num_inputs"] = len(in_details)
+    model_doc["num_outputs"] = len(out_details)
+    model_doc["inputs"] = [tensor_info(d) for d in in_details]
+    model_doc["outputs"] = [tensor_info(d) for d in out_details]
+    if in_details:
+        model_doc["input"] = model_doc["inputs"][0]
+    if out_details:
+        model_doc["output"] = model_doc["outputs"][0]
+    return in_details, out_details

@@ -1,11 +1,12 @@
 """The ``plan`` command: one agent process measures many cells in interleaved rounds.
 
-A plan (a JSON file the host writes) lists the cells: a model with its runtime, threads, XNNPACK on/off and
-per-visit warm-up/runs/min_seconds. The agent checks the plan with plain Python (no jsonschema on a device),
-then, per cell: the file (sha256, size), a forked pre-flight parse, and init time and peak RSS measured in a
-forked child of its own that loads only that cell (so one cell cannot inflate another's figures). A cell that
-fails gets its own error and the others go on. The parent then loads every loadable cell and measures them in
-rounds (``rounds``), and finally their accuracy on the eval set, once each.
+A plan (a JSON file the host writes) lists the cells: a model with its runtime, threads, XNNPACK on/off, the
+shapes of its dynamic inputs and per-visit warm-up/runs/min_seconds. The agent checks the plan with plain Python
+(no jsonschema on a device), then prepares each cell (``cellprep``: the file, its flatbuffer, a forked pre-flight
+parse, init time and peak RSS in a forked child of its own). A cell that fails gets its own error and the others
+go on. The parent then loads every loadable cell with its inputs (the eval set's, or generated from the input
+tensors when the plan has no eval set: a latency-only plan) and measures them in rounds (``rounds``), and
+finally their accuracy on the eval set, once each (null for generated inputs).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from . import PLAN_SCHEMA_VERSION, PLAN_VERSION
+from . import PLAN_VERSION
 from . import runtime as runtime_mod
-from .protocol import BAD_ARGUMENTS, INTERNAL, MODEL_LOAD, AgentError, write_all
+from .protocol import BAD_ARGUMENTS, DATA_MISMATCH, AgentError
 
 ROUNDS_DEFAULTS = {"min": 5, "max": 50, "target_ci": 0.02, "budget_s": 300.0}
 CELL_DEFAULTS = {"runtime": "auto", "threads": None, "xnnpack": True, "warmup": 20, "runs": 100,
-                 "min_seconds": 0.0, "delegate": None, "delegate_options": {}}
+                 "min_seconds": 0.0, "delegate": None, "delegate_options": {}, "input_shapes": {}}
 MAX_DELEGATE_OPTIONS = 32
+MAX_INPUT_SHAPES = 256
+MAX_RANK = 16
+MAX_DIM = 2 ** 31 - 1
 MAX_CELLS = 256
 MAX_PLAN_BYTES = 1 << 20
 
@@ -88,6 +92,15 @@ def _cell(raw: Any, index: int, base: str) -> Dict[str, Any]:
         raise _bad("%s.delegate_options must be an object of at most %d string values"
                    % (where, MAX_DELEGATE_OPTIONS))
     cell["delegate_options"] = dict(options)
+    shapes = cell["input_shapes"]
+    if not isinstance(shapes, dict) or len(shapes) > MAX_INPUT_SHAPES:
+        raise _bad("%s.input_shapes must be an object of at most %d inputs' shapes" % (where, MAX_INPUT_SHAPES))
+    for name, dims in shapes.items():
+        if (not isinstance(dims, list) or len(dims) > MAX_RANK
+                or not all(not isinstance(d, bool) and isinstance(d, int) and 1 <= d <= MAX_DIM for d in dims)):
+            raise _bad("%s.input_shapes[%s] must be a list of at most %d positive integers, got %r"
+                       % (where, json.dumps(name), MAX_RANK, dims))
+    cell["input_shapes"] = {name: list(dims) for name, dims in shapes.items()}
     return cell
 
 
@@ -96,17 +109,21 @@ def validate_plan(raw: Any, base: str) -> Dict[str, Any]:
 
     Relative paths are taken from the plan file's folder.
     """
-    _check_keys(raw, "the plan", ("plan_version", "eval", "cells"), ("seed", "rounds", "samples", "max_eval"))
+    _check_keys(raw, "the plan", ("plan_version", "cells"), ("eval", "seed", "rounds", "samples", "max_eval"))
     if raw["plan_version"] != PLAN_VERSION or isinstance(raw["plan_version"], bool):
         raise _bad("plan_version %r is not supported by this agent (it runs plan_version %d)"
                    % (raw["plan_version"], PLAN_VERSION))
-    plan: Dict[str, Any] = {"plan_version": PLAN_VERSION, "eval": _path(raw["eval"], "eval", base),
+    eval_path = raw.get("eval")
+    plan: Dict[str, Any] = {"plan_version": PLAN_VERSION,
+                            "eval": _path(eval_path, "eval", base) if eval_path is not None else None,
                             "seed": _int(raw.get("seed", 0), "seed", 0, 2 ** 31 - 1),
                             "samples": raw.get("samples", False), "max_eval": raw.get("max_eval")}
     if not isinstance(plan["samples"], bool):
         raise _bad("samples must be true or false")
     if plan["max_eval"] is not None:
         _int(plan["max_eval"], "max_eval", 1)
+        if plan["eval"] is None:
+            raise _bad("max_eval needs an eval file (a plan without eval generates its inputs)")
     rounds = dict(ROUNDS_DEFAULTS)
     _check_keys(raw.get("rounds", {}), "rounds", (), tuple(ROUNDS_DEFAULTS))
     rounds.update(raw.get("rounds", {}))
@@ -145,105 +162,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError("%s is not JSON" % name)
 
 
-# --- per cell, before the rounds: file, pre-flight parse, init time and peak RSS in a child of its own ---
-
-
-def _reset_peak_rss() -> bool:
-    """Linux (>= 4.0): make VmHWM this process's current RSS, so the peak read later is this child's own."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _child_load(rt: Any, cell: Dict[str, Any]) -> Dict[str, Any]:
-    """In the forked child: load only this cell, invoke it once on zeros, report init time and memory."""
-    import numpy as np
-
-    from . import measure, model
-
-    peak_reset = _reset_peak_rss()
-    before = measure.rss_peak_kib()
-    delegates = model.load_delegates(rt, cell["delegate"], cell["delegate_options"])
-    interpreter, init_ms = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], delegates)
-    after = measure.rss_peak_kib()
-    details = interpreter.get_input_details()
-    if len(details) == 1:  # the first invoke allocates too (e.g. XNNPACK's packed weights)
-        interpreter.set_tensor(details[0]["index"], np.zeros(details[0]["shape"], dtype=details[0]["dtype"]))
-        interpreter.invoke()
-    return {"init_ms": init_ms, "rss_before_load_kib": before, "rss_after_load_kib": after,
-            "rss_peak_kib": measure.rss_peak_kib(), "rss_peak_reset": peak_reset}
-
-
-def measure_in_child(rt: Any, cell: Dict[str, Any]) -> Dict[str, Any]:
-    """Run ``_child_load`` in a forked child and return what it sent back through a pipe."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child never returns into the agent
-        code = 0
-        try:
-            os.close(read_fd)
-            try:
-                reply: Dict[str, Any] = {"ok": _child_load(rt, cell)}
-            except AgentError as exc:
-                reply = {"error": exc.to_json()}
-            except BaseException as exc:  # noqa: B902 - anything becomes this cell's error
-                reply = {"error": {"kind": INTERNAL, "message": "%s: %s" % (type(exc).__name__, exc)}}
-            write_all(write_fd, json.dumps(reply).encode("utf-8"))
-        except BaseException:
-            code = 70
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status) or not data:
-        raise AgentError(MODEL_LOAD, "%s %s: the child loading the model died (wait status %d)"
-                         % (rt.name, rt.version, status),
-                         hint="compare the file's sha256 with the host's copy and transfer it again")
-    reply = json.loads(data.decode("utf-8"))
-    if "error" in reply:
-        err = reply["error"]
-        raise AgentError(err["kind"], err["message"], hint=err.get("hint"))
-    return reply["ok"]
-
-
-def runtime_section(rt: Any, cell: Dict[str, Any]) -> Dict[str, Any]:
-    off = not cell["xnnpack"]
-    return {"module": rt.name, "version": rt.version, "threads": cell["threads"], "xnnpack": None,
-            "xnnpack_disable_requested": off,
-            "xnnpack_disable_honoured": rt.can_disable_default_delegates if off else None,
-            "delegate": {"path": cell["delegate"], "options": dict(cell["delegate_options"])}
-            if cell["delegate"] else None}
-
-
-def prepare_cell(cell: Dict[str, Any], runtimes: Dict[str, Any], out: Dict[str, Any]) -> Optional[Any]:
-    """Check one cell and measure its init time and peak RSS; fills ``out``; returns its runtime."""
-    from . import model
-
-    choice = cell["runtime"]
-    if choice not in runtimes:
-        try:
-            runtimes[choice] = runtime_mod.select_runtime(choice)
-        except AgentError as exc:
-            runtimes[choice] = exc
-    rt = runtimes[choice]
-    if isinstance(rt, AgentError):
-        raise rt
-    out["runtime"] = runtime_section(rt, cell)
-    sha, size = model.check_model_file(cell["model"])
-    out["model"] = {"path": cell["model"], "sha256": sha, "size_bytes": size}
-    model.preflight_load(rt, cell["model"])
-    memory = measure_in_child(rt, cell)
-    out["init_ms"] = memory.pop("init_ms")
-    out["rss_peak_kib"] = memory["rss_peak_kib"]
-    out["memory"] = memory
-    return rt
-
-
 # --- the command ---
 
 
@@ -252,15 +170,29 @@ def _cell_error(out: Dict[str, Any], exc: AgentError) -> None:
     out["error"] = exc.to_json()
 
 
-def _load_for_rounds(cell: Dict[str, Any], rt: Any, x: Any, out: Dict[str, Any]) -> Any:
-    """The parent's interpreter for one cell, with its timing inputs; describes the model into ``out``."""
+def _load_for_rounds(cell: Dict[str, Any], prepared: Any, arrays: Optional[Dict[str, Any]], seed: int,
+                     out: Dict[str, Any]) -> Any:
+    """The parent's interpreter for one cell, with its timing inputs (from the eval arrays, or generated when
+    there are none); describes the model and its inputs into ``out``."""
     from . import evaldata, model, rounds
 
+    rt = prepared.runtime
     delegates = model.load_delegates(rt, cell["delegate"], cell["delegate_options"])
-    interpreter, _ = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], delegates)
+    interpreter, _ = model.load_interpreter(rt, cell["model"], cell["threads"], not cell["xnnpack"], delegates,
+                                            prepared.shapes)
     out["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, bool(delegates))
-    in_detail, out_detail = model.describe_io(interpreter, out["model"])
-    return rounds.LoadedCell(cell, interpreter, in_detail, out_detail, evaldata.prepare_inputs(x, in_detail))
+    in_details, out_details = model.describe_all_io(interpreter, out["model"])
+    if arrays is None:
+        cell_seed = evaldata.generated_seed(seed, cell["id"])
+        feeds, tensors = evaldata.generate_feeds(in_details, cell_seed)
+        out["inputs"] = {"source": "generated", "seed": cell_seed, "samples": len(feeds), "tensors": tensors}
+        return rounds.LoadedCell(cell, interpreter, in_details, out_details, feeds, None)
+    if not in_details or not out_details:
+        raise AgentError(DATA_MISMATCH, "accuracy needs a model with inputs and an output; this one has %d inputs "
+                         "and %d outputs" % (len(in_details), len(out_details)))
+    inputs, feeds, tensors = evaldata.eval_feeds(arrays, in_details)
+    out["inputs"] = {"source": "eval", "seed": None, "samples": len(feeds), "tensors": tensors}
+    return rounds.LoadedCell(cell, interpreter, in_details, out_details, feeds, inputs)
 
 
 def cmd_plan(plan: Dict[str, Any], doc: Dict[str, Any]) -> None:
@@ -268,9 +200,9 @@ def cmd_plan(plan: Dict[str, Any], doc: Dict[str, Any]) -> None:
     from . import sysinfo
 
     doc["device"] = sysinfo.collect_device()
-    from . import evaldata, measure, rounds
+    from . import cellprep, evaldata, measure, rounds
 
-    x, y = evaldata.load_eval(plan["eval"], plan["max_eval"])
+    arrays, y = evaldata.read_eval(plan["eval"], plan["max_eval"]) if plan["eval"] else (None, None)
     cells: List[Dict[str, Any]] = []
     runtimes: Dict[str, Any] = {}
     ready = []
@@ -278,30 +210,45 @@ def cmd_plan(plan: Dict[str, Any], doc: Dict[str, Any]) -> None:
         out: Dict[str, Any] = {"id": cell["id"], "status": "ok"}
         cells.append(out)
         try:
-            ready.append((cell, prepare_cell(cell, runtimes, out), out))
+            ready.append((cell, cellprep.prepare_cell(cell, runtimes, out), out))
         except AgentError as exc:
             _cell_error(out, exc)
     doc["cells"] = cells
     loaded = []
-    for cell, rt, out in ready:
+    for cell, prepared, out in ready:
         try:
-            loaded.append((_load_for_rounds(cell, rt, x, out), out))
+            loaded.append((_load_for_rounds(cell, prepared, arrays, plan["seed"], out), out))
         except AgentError as exc:
             _cell_error(out, exc)
-    del x
+    del arrays
     if not loaded:
-        first = next(out["error"] for out in cells if "error" in out)
-        raise AgentError(first["kind"], "no cell of the plan could be loaded; the first one failed with: %s"
-                         % first["message"], hint=first.get("hint"))
+        _plan_failed(cells, "no cell of the plan could be loaded")
     result = rounds.run_rounds([lc for lc, _ in loaded], plan["seed"], plan["rounds"])
+    for lc, out in loaded:
+        if lc.failure is not None:
+            _cell_error(out, lc.failure)
+    if all(lc.failure is not None for lc, _ in loaded):
+        _plan_failed(cells, "no cell of the plan could be measured")
     doc["visits"] = result["visits"]
     doc["stopped_by"] = result["stopped_by"]
     doc["rounds_done"] = result["rounds_done"]
     doc["rounds_s"] = result["rounds_s"]
     for lc, out in loaded:
+        if lc.failure is not None:
+            continue
         out.update(rounds.pooled_timing(lc, plan["samples"], plan["rounds"]["target_ci"]))
+        if lc.prepared is None:  # generated inputs: nothing to be right about (out["inputs"] says so)
+            out["accuracy"] = None
+            continue
         try:
-            out["accuracy"] = measure.evaluate(lc.interpreter, lc.in_detail, lc.out_detail, lc.prepared, y, 1)
+            out["accuracy"] = measure.evaluate_inputs(lc.interpreter, lc.in_details, lc.out_details[0],
+                                                      lc.prepared, y)
         except AgentError as exc:
             _cell_error(out, exc)
     doc["rss_peak_kib"] = measure.rss_peak_kib()
+
+
+def _plan_failed(cells: List[Dict[str, Any]], what: str) -> None:
+    first = next(out["error"] for out in cells if "error" in out)
+    raise AgentError(first["kind"], "%s; the first one failed with: %s" % (what, first["message"]),
+                     hint=first.get("hint"))

@@ -31,6 +31,8 @@ DELEGATE = "delegate"
 BAD_ARGUMENTS = "bad-arguments"
 INTERNAL = "internal"
 BUSY = "busy"
+UNSUPPORTED_OP = "unsupported-op"
+UNSUPPORTED_INPUT = "unsupported-input"
 
 EXIT_CODES: Dict[str, int] = {
     INTERNAL: 1,
@@ -40,6 +42,8 @@ EXIT_CODES: Dict[str, int] = {
     DATA_MISMATCH: 5,
     DELEGATE: 6,
     BUSY: 7,
+    UNSUPPORTED_OP: 8,
+    UNSUPPORTED_INPUT: 9,
 }
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import measure
+from .protocol import DATA_MISMATCH, UNSUPPORTED_INPUT, AgentError
+from .runtime import runtime_message
 
 #: Bootstrap resamples of the per-round p50s, and the seed they are drawn with (fixed: the same rounds give
 #: the same interval).
@@ -27,19 +29,20 @@ MAX_SAMPLES = 5000
 class LoadedCell:
     """A cell the parent has an interpreter for: what a visit needs, and what its visits gave."""
 
-    def __init__(self, cell: Dict[str, Any], interpreter: Any, in_detail: Dict[str, Any],
-                 out_detail: Dict[str, Any], prepared: np.ndarray) -> None:
+    def __init__(self, cell: Dict[str, Any], interpreter: Any, in_details: List[Dict[str, Any]],
+                 out_details: List[Dict[str, Any]], feeds: List[Any],
+                 prepared: Optional[List[np.ndarray]]) -> None:
         self.cell = cell
         self.interpreter = interpreter
-        self.in_detail = in_detail
-        self.out_detail = out_detail
-        self.prepared = prepared  # the eval inputs in the model's input type, for timing and accuracy
-        self.input_index = in_detail["index"]
-        self.inputs = [prepared[i:i + 1] for i in range(prepared.shape[0])]
+        self.in_details = in_details
+        self.out_details = out_details
+        self.feeds = feeds  # per invoke, cycled: every input's (tensor index, value)
+        self.prepared = prepared  # the eval inputs in the model's types (one array per input); None: generated
         self.visits: List[Dict[str, Any]] = []
         self.samples_ns: List[int] = []
         self.total_s = 0.0
         self.capped = False
+        self.failure: Optional[AgentError] = None
 
     @property
     def id(self) -> str:
@@ -47,8 +50,16 @@ class LoadedCell:
 
     def visit(self, round_index: int, position: int) -> None:
         cell = self.cell
-        timing = measure.time_invokes(self.interpreter, self.input_index, self.inputs,
-                                      cell["warmup"], cell["runs"], cell["min_seconds"])
+        try:
+            timing = measure.time_invokes(self.interpreter, self.feeds, cell["warmup"], cell["runs"],
+                                          cell["min_seconds"])
+        except Exception as exc:  # this cell's inputs or kernels: the others go on
+            kind = UNSUPPORTED_INPUT if self.prepared is None else DATA_MISMATCH
+            self.failure = AgentError(kind, "invoke failed in round %d: %s" % (round_index, runtime_message(exc)),
+                                      hint="the generated inputs may not suit this model (integer inputs are ids "
+                                           "in [0, 64)); give the plan an eval file with real inputs"
+                                      if self.prepared is None else None)
+            return
         samples: List[int] = timing.pop("_samples_ns")
         self.samples_ns.extend(samples)
         self.total_s += timing["total_s"]
@@ -86,29 +97,53 @@ def run_rounds(cells: List[LoadedCell], seed: int, rounds: Dict[str, Any],
     Stops when, after at least ``rounds["min"]`` rounds, every cell's p50 half-width is within
     ``rounds["target_ci"]`` (``target``); when ``rounds["budget_s"]`` has passed, checked before every visit
     after the first round (``budget``; the round it interrupts stays partial); or after ``rounds["max"]``
-    rounds (``max_rounds``). Returns the visit order and why it stopped.
+    rounds (``max_rounds``). A cell whose invoke fails (``LoadedCell.failure``) leaves the rounds, and its
+    visits are dropped. Returns the visit order and why it stopped.
     """
     start = clock()
     visits: List[List[Any]] = []
     stopped_by: Optional[str] = None
     done = 0
+    live = list(cells)
     for round_index in range(rounds["max"]):
-        order = list(cells)
+        order = list(live)
         random.Random(seed + round_index).shuffle(order)
         for position, cell in enumerate(order):
             if round_index > 0 and clock() - start >= rounds["budget_s"]:
                 stopped_by = "budget"
                 break
             cell.visit(round_index, position)
-            visits.append([round_index, cell.id])
-        if stopped_by:
+            if cell.failure is None:
+                visits.append([round_index, cell.id])
+            else:
+                live.remove(cell)
+        if stopped_by or not live:
             break
         done = round_index + 1
-        if done >= rounds["min"] and all(settled(c, rounds["target_ci"])[0] for c in cells):
+        if done >= rounds["min"] and all(settled(c, rounds["target_ci"])[0] for c in live):
             stopped_by = "target"
             break
-    return {"visits": visits, "stopped_by": stopped_by or "max_rounds", "rounds_done": done,
-            "rounds_s": clock() - start}
+    return {"visits": _without_failed(visits, cells), "stopped_by": stopped_by or "max_rounds",
+            "rounds_done": done, "rounds_s": clock() - start}
+
+
+def _without_failed(visits: List[List[Any]], cells: List[LoadedCell]) -> List[List[Any]]:
+    """The visits of the cells that did not fail, each cell's positions renumbered to match: a failed cell's
+    figures are dropped, so the rounds read as if it had never been in them."""
+    failed = {c.id for c in cells if c.failure is not None}
+    if not failed:
+        return visits
+    kept = [v for v in visits if v[1] not in failed]
+    places: Dict[Tuple[int, str], int] = {}
+    count: Dict[int, int] = {}
+    for round_index, cell_id in kept:
+        places[(round_index, cell_id)] = count.get(round_index, 0)
+        count[round_index] = places[(round_index, cell_id)] + 1
+    for cell in cells:
+        if cell.failure is None:
+            for entry in cell.visits:
+                entry["position"] = places[(entry["round"], cell.id)]
+    return kept
 
 
 def pooled_timing(cell: LoadedCell, samples: bool, target: float) -> Dict[str, Any]:
