@@ -12,17 +12,18 @@ interpreter (pyenv) for the pi environment.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import pytest
 
-from support import agent_envs
-from support.agent_harness import VARIANTS, reference_predictions
+from support import agent_envs, tflite_zoo
+from support.agent_harness import REPO_ROOT, VARIANTS, AgentRun, reference_predictions, run_agent
 from support.paths import SUPPORT_DIR
 
 
@@ -94,3 +95,47 @@ def labels(variants_dir: Path):
 
     with np.load(variants_dir / "eval.npz") as data:
         return data["y"].copy()
+
+
+@pytest.fixture(scope="session")
+def zoo() -> Path:
+    """The .tflite files of tests/support/tflite_zoo.py (multi-input/output, int8/uint8 inputs, dynamic shape,
+    custom ops, mixed dtypes, a string input), built once and cached under .cache/tflite-zoo."""
+    return tflite_zoo.zoo_dir()
+
+
+class PlanRunner:
+    """Runs ``plan`` as the host does, checking the plan and the document against their schemas."""
+
+    PLAN_SCHEMA = REPO_ROOT / "schemas" / "agent-plan.schema.json"
+    RESULT_SCHEMA = REPO_ROOT / "schemas" / "agent-plan-result.schema.json"
+
+    def __init__(self) -> None:
+        self._validators: Dict[Path, Any] = {}
+
+    def validate(self, doc: Dict[str, Any], schema: Path) -> None:
+        import jsonschema
+
+        if schema not in self._validators:
+            loaded = json.loads(schema.read_text())
+            jsonschema.Draft202012Validator.check_schema(loaded)
+            self._validators[schema] = jsonschema.Draft202012Validator(loaded)
+        errors = sorted(self._validators[schema].iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, "%s violations:\n%s" % (schema.name, "\n".join(
+            "%s: %s" % ("/".join(map(str, e.path)), e.message) for e in errors[:20]))
+
+    def run(self, env: AgentEnv, plan: Dict[str, Any], tmp_path: Path, *extra: str,
+            check_plan: bool = True) -> AgentRun:
+        if check_plan:
+            self.validate(plan, self.PLAN_SCHEMA)
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps(plan))
+        res = run_agent(env.python, ["plan", path, *extra])
+        self.validate(res.doc, self.RESULT_SCHEMA)
+        assert res.doc["schema_version"] == 2 and res.doc["command"] == "plan", res.describe()
+        return res
+
+
+@pytest.fixture(scope="session")
+def plans() -> PlanRunner:
+    return PlanRunner()

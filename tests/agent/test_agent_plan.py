@@ -19,22 +19,7 @@ import pytest
 
 from support.agent_harness import REPO_ROOT, agent_env, run_agent
 
-PLAN_SCHEMA = REPO_ROOT / "schemas" / "agent-plan.schema.json"
-RESULT_SCHEMA = REPO_ROOT / "schemas" / "agent-plan-result.schema.json"
 FAST = {"warmup": 2, "runs": 5}
-_VALIDATORS: Dict[Path, Any] = {}
-
-
-def _validate(doc: Dict[str, Any], schema: Path) -> None:
-    import jsonschema
-
-    if schema not in _VALIDATORS:
-        loaded = json.loads(schema.read_text())
-        jsonschema.Draft202012Validator.check_schema(loaded)
-        _VALIDATORS[schema] = jsonschema.Draft202012Validator(loaded)
-    errors = sorted(_VALIDATORS[schema].iter_errors(doc), key=lambda e: list(e.path))
-    assert not errors, "%s violations:\n%s" % (schema.name, "\n".join(
-        "%s: %s" % ("/".join(map(str, e.path)), e.message) for e in errors[:20]))
 
 
 def _plan(folder: Path, cells: List[Dict[str, Any]], **top: Any) -> Dict[str, Any]:
@@ -49,17 +34,6 @@ def _cell(folder: Path, cell_id: str, stem: Optional[str] = None, **extra: Any) 
     return dict({"id": cell_id, "model": str(folder / ((stem or cell_id) + ".tflite"))}, **extra)
 
 
-def _run_plan(env, plan: Dict[str, Any], tmp_path: Path, *extra: str, check_plan: bool = True):
-    if check_plan:
-        _validate(plan, PLAN_SCHEMA)
-    path = tmp_path / "plan.json"
-    path.write_text(json.dumps(plan))
-    res = run_agent(env.python, ["plan", path, *extra])
-    _validate(res.doc, RESULT_SCHEMA)
-    assert res.doc["schema_version"] == 2 and res.doc["command"] == "plan", res.describe()
-    return res
-
-
 def _cells(doc: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return {c["id"]: c for c in doc["cells"]}
 
@@ -69,13 +43,13 @@ def _dynamic_loads(env) -> bool:
     return env.name != "pi"
 
 
-def test_rounds_interleave_every_cell_in_a_seeded_order(env, variants_dir, tmp_path, labels):
+def test_rounds_interleave_every_cell_in_a_seeded_order(env, variants_dir, tmp_path, labels, plans):
     cells = [_cell(variants_dir, "base", "float32"), _cell(variants_dir, "base-aa", "float32"),
              _cell(variants_dir, "int8"), _cell(variants_dir, "float16", threads=1, xnnpack=False),
              _cell(variants_dir, "dynamic")]
     plan = _plan(variants_dir, cells, seed=11, samples=True,
                  rounds={"min": 4, "max": 4, "target_ci": 1e-9, "budget_s": 120})
-    res = _run_plan(env, plan, tmp_path)
+    res = plans.run(env, plan, tmp_path)
     doc = res.doc
     assert res.returncode == 0 and doc["status"] == "ok", res.describe()
     by_id = _cells(doc)
@@ -124,12 +98,12 @@ def test_rounds_interleave_every_cell_in_a_seeded_order(env, variants_dir, tmp_p
     assert doc["device"]["python"]["version"] and doc["device_after"]["loadavg"] is not None
 
 
-def test_a_cell_that_fails_to_load_does_not_stop_the_others(env, variants_dir, tmp_path):
+def test_a_cell_that_fails_to_load_does_not_stop_the_others(env, variants_dir, tmp_path, plans):
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes((variants_dir / "float32.tflite").read_bytes()[:5000])
     cells = [_cell(variants_dir, "missing", "no-such-model"), _cell(variants_dir, "int8"),
              {"id": "truncated", "model": str(truncated)}]
-    res = _run_plan(env, _plan(variants_dir, cells), tmp_path)
+    res = plans.run(env, _plan(variants_dir, cells), tmp_path)
     assert res.returncode == 0 and res.doc["status"] == "ok", res.describe()
     by_id = _cells(res.doc)
     assert by_id["missing"]["status"] == "error" and by_id["missing"]["error"]["kind"] == "model-load"
@@ -141,11 +115,11 @@ def test_a_cell_that_fails_to_load_does_not_stop_the_others(env, variants_dir, t
     assert {cell for _, cell in res.doc["visits"]} == {"int8"}
 
 
-def test_a_cell_whose_delegate_is_missing_is_that_cells_delegate_error(env, variants_dir, tmp_path):
+def test_a_cell_whose_delegate_is_missing_is_that_cells_delegate_error(env, variants_dir, tmp_path, plans):
     """A Coral profile on a board without libedgetpu: that cell says so, a cell without the delegate measures."""
     cells = [_cell(variants_dir, "tpu", "int8", delegate="libedgetpu-missing.so.1",
                    delegate_options={"device": "usb"}), _cell(variants_dir, "cpu", "int8")]
-    res = _run_plan(env, _plan(variants_dir, cells), tmp_path)
+    res = plans.run(env, _plan(variants_dir, cells), tmp_path)
     assert res.returncode == 0 and res.doc["status"] == "ok", res.describe()
     by_id = _cells(res.doc)
     assert by_id["tpu"]["status"] == "error" and by_id["tpu"]["error"]["kind"] == "delegate", by_id["tpu"]
@@ -155,16 +129,16 @@ def test_a_cell_whose_delegate_is_missing_is_that_cells_delegate_error(env, vari
     assert {cell for _, cell in res.doc["visits"]} == {"cpu"}
 
 
-def test_no_loadable_cell_fails_the_plan_with_the_cells_kind(env, variants_dir, tmp_path):
-    res = _run_plan(env, _plan(variants_dir, [_cell(variants_dir, "missing", "no-such-model")]), tmp_path)
+def test_no_loadable_cell_fails_the_plan_with_the_cells_kind(env, variants_dir, tmp_path, plans):
+    res = plans.run(env, _plan(variants_dir, [_cell(variants_dir, "missing", "no-such-model")]), tmp_path)
     assert res.returncode == 4 and res.doc["error"]["kind"] == "model-load", res.describe()
     assert res.doc["cells"][0]["error"]["kind"] == "model-load"
 
 
-def test_stops_on_the_target_once_the_minimum_rounds_are_done(env, variants_dir, tmp_path):
+def test_stops_on_the_target_once_the_minimum_rounds_are_done(env, variants_dir, tmp_path, plans):
     plan = _plan(variants_dir, [_cell(variants_dir, "float32"), _cell(variants_dir, "int8")],
                  rounds={"min": 3, "max": 40, "target_ci": 1.0, "budget_s": 120})
-    res = _run_plan(env, plan, tmp_path)
+    res = plans.run(env, plan, tmp_path)
     doc = res.doc
     assert doc["stopped_by"] == "target" and doc["rounds_done"] == 3, res.describe()
     assert len(doc["visits"]) == 6
@@ -174,20 +148,20 @@ def test_stops_on_the_target_once_the_minimum_rounds_are_done(env, variants_dir,
         assert interval["low_us"] <= interval["p50_us"] <= interval["high_us"]
 
 
-def test_stops_on_the_time_budget(env, variants_dir, tmp_path):
+def test_stops_on_the_time_budget(env, variants_dir, tmp_path, plans):
     plan = _plan(variants_dir, [_cell(variants_dir, "float32", min_seconds=0.05),
                                 _cell(variants_dir, "int8", min_seconds=0.05)],
                  rounds={"min": 3, "max": 40, "target_ci": 1e-9, "budget_s": 0.05})  # a round takes 0.1 s
-    res = _run_plan(env, plan, tmp_path)
+    res = plans.run(env, plan, tmp_path)
     doc = res.doc
     assert doc["stopped_by"] == "budget" and doc["rounds_done"] == 1, res.describe()
     assert sorted(cell for _, cell in doc["visits"]) == ["float32", "int8"]  # the first round is always whole
     assert all(c["settled"] is False and c["ci_half_width"] is None for c in doc["cells"])
 
 
-def test_init_time_and_peak_memory_come_from_each_cells_own_child(env, variants_dir, big_model, tmp_path):
+def test_init_time_and_peak_memory_come_from_each_cells_own_child(env, variants_dir, big_model, tmp_path, plans):
     cells = [{"id": "big", "model": str(big_model)}, _cell(variants_dir, "small", "int8")]
-    res = _run_plan(env, _plan(variants_dir, cells), tmp_path)
+    res = plans.run(env, _plan(variants_dir, cells), tmp_path)
     assert res.returncode == 0, res.describe()
     big, small = _cells(res.doc)["big"], _cells(res.doc)["small"]
     assert big["status"] == small["status"] == "ok", res.describe()
@@ -221,37 +195,37 @@ SCHEMA_CANNOT_SAY = ("cell ids must be unique; repeated: a", "rounds.max must be
     (lambda p: p["cells"][0].update(delegate=""), "cells[0].delegate must be null or a library path"),
     (lambda p: p["cells"][0].update(delegate_options={"k": 1}), "cells[0].delegate_options must be an object"),
 ])
-def test_a_malformed_plan_is_bad_arguments(host_env, variants_dir, tmp_path, change, words):
+def test_a_malformed_plan_is_bad_arguments(host_env, variants_dir, tmp_path, change, words, plans):
     plan = _plan(variants_dir, [_cell(variants_dir, "a", "int8")])
     change(plan)
-    res = _run_plan(host_env, plan, tmp_path, check_plan=False)
+    res = plans.run(host_env, plan, tmp_path, check_plan=False)
     assert res.returncode == 2 and res.doc["error"]["kind"] == "bad-arguments", res.describe()
     assert words in res.doc["error"]["message"], res.doc["error"]
     assert "cells" not in res.doc
     if words not in SCHEMA_CANNOT_SAY:
         with pytest.raises(AssertionError):  # the plan schema refuses it too
-            _validate(plan, PLAN_SCHEMA)
+            plans.validate(plan, plans.PLAN_SCHEMA)
 
 
 @pytest.mark.parametrize("content, words", [(None, "cannot read"), ("{not json", "is not JSON"),
                                             ('{"plan_version": NaN}', "is not JSON"), ("[1]", "must be an object")])
-def test_an_unreadable_plan_file_is_bad_arguments(host_env, tmp_path, content, words):
+def test_an_unreadable_plan_file_is_bad_arguments(host_env, tmp_path, content, words, plans):
     path = tmp_path / "plan.json"
     if content is not None:
         path.write_text(content)
     res = run_agent(host_env.python, ["plan", path])
-    _validate(res.doc, RESULT_SCHEMA)
+    plans.validate(res.doc, plans.RESULT_SCHEMA)
     assert res.returncode == 2 and res.doc["error"]["kind"] == "bad-arguments" and words in res.doc["error"]["message"]
 
 
-def test_a_plan_command_line_error_is_a_plan_document(host_env):
+def test_a_plan_command_line_error_is_a_plan_document(host_env, plans):
     res = run_agent(host_env.python, ["plan", "--frame", "short"])
-    _validate(res.doc, RESULT_SCHEMA)
+    plans.validate(res.doc, plans.RESULT_SCHEMA)
     assert res.returncode == 2 and res.doc["error"]["kind"] == "bad-arguments"
     assert res.doc["schema_version"] == 2 and res.doc["command"] == "plan"
 
 
-def test_framed_plan_with_a_deadline(host_env, variants_dir, tmp_path):
+def test_framed_plan_with_a_deadline(host_env, variants_dir, tmp_path, plans):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(_plan(variants_dir, [_cell(variants_dir, "int8")])))
     proc = subprocess.run([str(host_env.python), "-m", "device_agent", "plan", str(path), "--frame",
@@ -260,7 +234,7 @@ def test_framed_plan_with_a_deadline(host_env, variants_dir, tmp_path):
     begin, end = "<<<edgeprune-result tok-12345678>>>\n", "\n<<<edgeprune-end tok-12345678>>>"
     assert begin in proc.stdout and end in proc.stdout, proc.stdout
     doc = json.loads(proc.stdout.split(begin, 1)[1].split(end, 1)[0])
-    _validate(doc, RESULT_SCHEMA)
+    plans.validate(doc, plans.RESULT_SCHEMA)
     assert proc.returncode == 0 and doc["status"] == "ok"
 
 
@@ -271,7 +245,7 @@ def _holder(lock: Path) -> Optional[int]:
         return None
 
 
-def test_the_lock_is_held_for_the_whole_plan(env, variants_dir, tmp_path):
+def test_the_lock_is_held_for_the_whole_plan(env, variants_dir, tmp_path, plans):
     lock = tmp_path / "agent.lock"
     plan = _plan(variants_dir, [dict(_cell(variants_dir, "int8"), min_seconds=0.25),
                                 dict(_cell(variants_dir, "float32"), min_seconds=0.25)],
@@ -298,7 +272,7 @@ def test_the_lock_is_held_for_the_whole_plan(env, variants_dir, tmp_path):
         if first.poll() is None:
             os.killpg(first.pid, 9)
     doc = json.loads(out)
-    _validate(doc, RESULT_SCHEMA)
+    plans.validate(doc, plans.RESULT_SCHEMA)
     assert first.returncode == 0 and doc["status"] == "ok" and doc["rounds_done"] == 6
     assert doc["lock"]["holder"]["pid"] == first.pid and doc["lock"]["holder"]["controller"] == "laptop:1234"
     # A plan that finds the lock taken measures nothing.
@@ -307,19 +281,19 @@ def test_the_lock_is_held_for_the_whole_plan(env, variants_dir, tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        busy = _run_plan(env, plan, tmp_path, "--lock", str(lock))
+        busy = plans.run(env, plan, tmp_path, "--lock", str(lock))
         assert busy.returncode == 7 and busy.doc["error"]["kind"] == "busy" and "cells" not in busy.doc
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_plan_schema_runtimes_are_the_agents(host_env):
+def test_plan_schema_runtimes_are_the_agents(host_env, plans):
     proc = subprocess.run([str(host_env.python), "-c", "from device_agent.runtime import RUNTIME_NAMES; "
                            "print(' '.join(RUNTIME_NAMES))"], cwd=str(REPO_ROOT), capture_output=True, text=True,
                           env=agent_env(), timeout=60)
     names = proc.stdout.split()
-    schema = json.loads(PLAN_SCHEMA.read_text())
+    schema = json.loads(plans.PLAN_SCHEMA.read_text())
     assert names and schema["$defs"]["cell"]["properties"]["runtime"]["enum"] == ["auto", *names]
 
 
