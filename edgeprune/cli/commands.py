@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
@@ -175,15 +175,25 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
 
 
 @main.command()
-@click.argument("run_folder", required=False)
+@click.argument("inputs", nargs=-1, metavar="[RUN_FOLDER | FILE.tflite | FOLDER | GLOB]...")
 @DEVICE_OPTIONS
 @click.option("--variants", type=str, help="Comma-separated subset of the run folder's variants.")
+@click.option("--eval", "eval_file", type=str, default=None, metavar="DATA.npz",
+              help="For .tflite files: an eval set (x/y, or one array per input name and y) for accuracy; "
+                   "without it the bench is latency only.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
+              help="For .tflite files: the shape of a dynamic input (repeatable).")
 @click.option("--resume", type=click.IntRange(min=1), metavar="RUN_ID",
               help="Measure only the pairs of RUN_ID not yet stored (default devices: the run's own).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
-          jobs: int, variants: Optional[str], resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
-    """Benchmark an optimize output folder on a device or a fleet; results go to SQLite as they arrive.
+def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
+          jobs: int, variants: Optional[str], eval_file: Optional[str], input_shapes: Tuple[str, ...],
+          resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
+    """Benchmark an optimize output folder, or .tflite files you already have, on a device or a fleet; results go
+    to SQLite as they arrive.
+
+    Files (or folders of them, or globs) are measured as they are: each is a variant named by its stem, the first
+    is the reference (measured twice: the noise floor), and without --eval the bench is latency only.
 
     Exit status: 0 when every device x variant pair was measured ok; 1 when any pair failed, errored, was invalid
     or was not built; 2 for a usage or configuration error; 130 when interrupted (finish with --resume).
@@ -198,11 +208,33 @@ def bench(run_folder: Optional[str], device: Optional[str], fleet: Optional[str]
             devices = stored_devices(store, resume)
     else:
         devices = _devices(device, fleet, tags)
-    folder = Path(run_folder) if run_folder else (None if resume else Path(_latest_run_folder()))
+    folder = _bench_source(inputs, eval_file, input_shapes, resume)
     chosen = [v.strip() for v in variants.split(",")] if variants else None
     result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen)
     if not result.all_ok:
         sys.exit(1)
+
+
+def _bench_source(inputs: Tuple[str, ...], eval_file: Optional[str], input_shapes: Tuple[str, ...],
+                  resume: Optional[int]) -> Any:
+    """A run folder (one argument holding a manifest.json; none: the newest under runs/), else the files."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..results.imported import import_files, is_run_folder, parse_shapes
+
+    if not inputs:
+        if eval_file or input_shapes:
+            raise ConfigError("--eval and --input-shape are for .tflite files: name the files")
+        return None if resume else Path(_latest_run_folder())
+    if len(inputs) == 1 and is_run_folder(Path(inputs[0])) and not (eval_file or input_shapes):
+        return Path(inputs[0])
+    if resume is not None:
+        raise ConfigError("--resume measures the stored run: name no files with it")
+    imported = import_files(inputs, eval_file, parse_shapes(input_shapes))
+    for note in imported.notes:
+        click.echo(f"note: {note}", err=True)
+    return imported
 
 
 REPORT_FORMAT = click.option("--format", "formats", default=",".join(FORMATS), show_default=True,

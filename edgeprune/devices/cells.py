@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .bundle import FileSpec, sha256_file
 
@@ -55,10 +55,12 @@ def new_seed() -> int:
     return random.SystemRandom().randrange(0, 2 ** 31 - 1)
 
 
-def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[str, str], eval_file: str,
-                  seed: int) -> Dict[str, Any]:
+def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[str, str],
+                  eval_file: Optional[str], seed: int,
+                  input_shapes: Optional[Dict[str, Dict[str, List[int]]]] = None) -> Dict[str, Any]:
     """The plan (schemas/agent-plan.schema.json) for ``cells`` (cell id -> variant), ``models`` being each
-    variant's path on the device."""
+    variant's path on the device; ``eval_file`` None makes it latency-only (the agent generates inputs), and
+    ``input_shapes`` gives a variant's dynamic inputs their shapes."""
     settings: Dict[str, Any] = {"runtime": profile.runtime, "threads": profile.threads,
                                 "xnnpack": not profile.no_xnnpack, "warmup": profile.warmup, "runs": profile.runs,
                                 "min_seconds": float(profile.min_seconds)}
@@ -68,7 +70,8 @@ def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[
         "plan_version": PLAN_VERSION, "eval": eval_file, "seed": seed, "samples": False,
         "rounds": {"min": profile.min_rounds, "max": profile.max_rounds, "target_ci": float(profile.target_ci),
                    "budget_s": float(profile.budget_s)},
-        "cells": [dict(settings, id=cell, model=models[variant]) for cell, variant in cells.items()],
+        "cells": [dict(settings, id=cell, model=models[variant], **_shapes(input_shapes, variant))
+                  for cell, variant in cells.items()],
     }
 
 
@@ -77,3 +80,8 @@ def write_plan(folder: Path, document: Dict[str, Any]) -> FileSpec:
     path = folder / "plan.json"
     path.write_text(json.dumps(document, indent=1))
     return FileSpec(path, sha256_file(path), ".plan.json")
+
+
+def _shapes(input_shapes: Optional[Dict[str, Dict[str, List[int]]]], variant: str) -> Dict[str, Any]:
+    shapes = (input_shapes or {}).get(variant)
+    return {"input_shapes": shapes} if shapes else {}

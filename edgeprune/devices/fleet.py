@@ -21,10 +21,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from ..results import manifest as manifest_io
 from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TIMEOUT
 from ..results.plan_columns import cell_columns, plan_columns
+from ..results.imported import Imported
 from ..results.plan_result import PlanOutcome
-from ..optimize.variants import BASELINE
 from .cells import is_aa, new_seed, plan_cells, plan_document, plan_limit, write_plan
-from .plan import RunInputs, check_resume, local_mismatches, run_inputs, status_counts, stored_devices
+from .plan import RunInputs, local_mismatches, open_source, status_counts, stored_devices
 from .kinds import open_device
 from .remote import TransferStats
 from .ssh import HostKeyPolicy
@@ -192,9 +192,11 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, st
             progress.device_state(profile.name, "connecting", 0, total)
             try:
                 progress.device_state(profile.name, "uploading", 0, total)
-                paths = device.prepare([inputs.eval_spec, *(inputs.specs[n] for n in variants)], stop=halt)
+                files = ([inputs.eval_spec] if inputs.eval_spec else []) + [inputs.specs[n] for n in variants]
+                paths = device.prepare(files, stop=halt)
                 document = plan_document(profile, cells, {n: paths[inputs.specs[n].sha256] for n in variants},
-                                         paths[inputs.eval_spec.sha256], new_seed())
+                                         paths[inputs.eval_spec.sha256] if inputs.eval_spec else None, new_seed(),
+                                         inputs.input_shapes)
                 spec = write_plan(Path(tmp), document)
                 plan_file = device.prepare([spec], stop=halt)[spec.sha256]
             except DeviceError as exc:
@@ -252,11 +254,12 @@ def _store_plan(outcome: PlanOutcome, cells: Dict[str, str], done_before: Set[st
         count(values["status"])
 
 
-def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
+def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
           host_keys: HostKeyPolicy = HostKeyPolicy.REJECT, resume: Optional[int] = None,
           variants: Optional[Sequence[str]] = None, progress: Optional[FleetProgress] = None,
           stop: Optional[threading.Event] = None) -> BenchResult:
-    """Benchmark every ok variant of ``folder`` on ``devices``; results are stored as they arrive.
+    """Benchmark every ok variant of ``folder`` (a run folder, or imported .tflite files) on ``devices``; results
+    are stored as they arrive.
 
     With ``resume``, ``folder`` may be None (the stored run folder) and ``devices`` may be None (the run's stored
     devices); a folder whose files changed since that run is refused.
@@ -269,32 +272,32 @@ def bench(folder: Optional[Path], devices: Optional[Sequence[DeviceProfile]], db
         raise ConfigError(f"--resume takes a run id (1 or more), got {resume}: `edgeprune runs` lists them")
     store = Store.open(db_path)
     try:
+        source = open_source(store, folder, resume)
         if resume is not None:
-            folder, manifest = check_resume(store, resume, folder)
             devices = list(devices) if devices else stored_devices(store, resume)
             known = {r["name"] for r in store.devices(resume)}
             run_id = resume
             done = set(store.done_pairs(run_id))
         else:
-            if folder is None or not devices:
-                raise ConfigError("bench needs a run folder and at least one device")
-            manifest = manifest_io.load(folder)
+            if not devices:
+                raise ConfigError("bench needs at least one device")
             known, done = set(), set()
-        names = [v.name for v in manifest.ok_variants()]
+        names = list(source.names)
         if resume is not None:  # the run is what it was: its own selection of variants, or a part of it
             chosen = json.loads(store.run(resume)["options_json"] or "{}").get("variants")
             names = [n for n in names if chosen is None or n in chosen]
         if variants:
             missing = [v for v in variants if v not in names]
             if missing:
-                where = f"run {resume}" if resume is not None else str(folder)
+                where = f"run {resume}" if resume is not None else source.run_folder
                 raise ConfigError(f"variant {missing[0]!r} is not in {where} (have: {', '.join(names)})")
             names = [n for n in names if n in variants]
-        baseline = BASELINE if any(v.name == BASELINE for v in manifest.ok_variants()) else None
-        inputs = run_inputs(folder, manifest, list(dict.fromkeys(([baseline] if baseline else []) + names)))
+        baseline = source.reference
+        inputs = source.inputs(list(dict.fromkeys(([baseline] if baseline else []) + names)))
         local_bad = local_mismatches(inputs)
         if resume is None:
-            run_id = store.create_run(str(folder.resolve()), manifest.to_dict(), {"jobs": jobs, "variants": names})
+            run_id = store.create_run(source.run_folder, source.manifest,
+                                      {"jobs": jobs, "variants": names, "reference": baseline})
         for device in devices:
             if device.name not in known:
                 store.add_device(run_id, device.name, device.kind, device.address, device.tags, device.to_dict())

@@ -4,9 +4,9 @@ folder unchanged, its devices, its variants)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..results import manifest as manifest_io
 from ..results.manifest import Manifest, predictions_key
 from ..results.agent_result import Expected
+from ..results.imported import Imported, from_manifest, is_imported
 from ..results.store import Store
 from .bundle import FileSpec, sha256_file
 from .profiles import DeviceProfile
@@ -23,12 +24,63 @@ from .profiles import DeviceProfile
 class RunInputs:
     """What every worker needs from the run folder, read and checked once on the host."""
 
-    folder: Path
-    manifest: Manifest
-    eval_spec: FileSpec
+    folder: Optional[Path]
+    manifest: Optional[Manifest]
+    eval_spec: Optional[FileSpec]  # None: latency only (the agent generates inputs)
     specs: Dict[str, FileSpec]
     expected: Dict[str, Expected]
     host_predictions: Dict[str, np.ndarray]
+    input_shapes: Dict[str, Dict[str, List[int]]] = field(default_factory=dict)  # per variant
+
+
+@dataclass
+class Source:
+    """What a bench measures, before the variants are chosen: stored as the run's folder and manifest; ``inputs``
+    makes the RunInputs of the chosen variants; ``reference`` is the variant every ratio is taken against."""
+
+    run_folder: str
+    manifest: Dict[str, Any]
+    names: List[str]
+    reference: Optional[str]
+    inputs: Callable[[List[str]], RunInputs]
+
+
+def imported_inputs(imported: Imported, names: Sequence[str]) -> RunInputs:
+    """RunInputs for files benchmarked as they are (results.imported)."""
+    evaluation = None
+    labels = None
+    if imported.eval_file is not None:
+        evaluation = FileSpec(imported.eval_file, str(imported.eval_sha256), ".npz")
+        labels = _eval_labels(imported.eval_file)
+    files = {n: imported.file(n) for n in names}
+    specs = {n: FileSpec(f.path, f.sha256, ".tflite") for n, f in files.items()}
+    expected = {n: Expected(f.sha256, f.size_bytes, labels, None) for n, f in files.items()}
+    shapes = {n: imported.shapes_for(n) for n in names}
+    return RunInputs(None, None, evaluation, specs, expected, {}, {n: s for n, s in shapes.items() if s})
+
+
+def open_source(store: Store, given: "Union[Path, Imported, None]", resume: Optional[int]) -> Source:
+    """The run folder or the imported files to bench; with ``resume``, the run as it was stored."""
+    from ..optimize.variants import BASELINE
+
+    if resume is not None:
+        row = store.run(resume)
+        stored = json.loads(row["manifest_json"])
+        if is_imported(stored):
+            imported = from_manifest(stored)
+            return Source(row["run_folder"], stored, [f.name for f in imported.files], imported.reference,
+                          lambda names: imported_inputs(imported, names))
+        folder, manifest = check_resume(store, resume, given if isinstance(given, Path) else None)
+    elif isinstance(given, Imported):
+        return Source("(files)", given.to_manifest(), [f.name for f in given.files], given.reference,
+                      lambda names: imported_inputs(given, names))
+    elif given is None:
+        raise ConfigError("bench needs a run folder or .tflite files")
+    else:
+        folder, manifest = given, manifest_io.load(given)
+    names = [v.name for v in manifest.ok_variants()]
+    return Source(str(folder.resolve()), manifest.to_dict(), names, BASELINE if BASELINE in names else None,
+                  lambda chosen: run_inputs(folder, manifest, chosen))
 
 
 def _load_host_predictions(folder: Path, manifest: Manifest, names: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -60,13 +112,14 @@ def run_inputs(folder: Path, manifest: Manifest, names: Sequence[str]) -> RunInp
 def local_mismatches(inputs: RunInputs) -> Dict[str, str]:
     """Variants whose file in the run folder no longer is the one the manifest describes: checked once here,
     not discovered as an "upload mismatch" on every device. A changed eval file stops the bench."""
-    try:
-        eval_hash = sha256_file(inputs.eval_spec.local)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {inputs.eval_spec.local}: {exc.strerror or exc}") from exc
-    if eval_hash != inputs.eval_spec.sha256:
-        raise ConfigError(f"{inputs.eval_spec.local} no longer matches its manifest (sha256 {eval_hash[:12]}, "
-                          f"manifest {inputs.eval_spec.sha256[:12]}): re-run `edgeprune optimize`")
+    if inputs.eval_spec is not None:
+        try:
+            eval_hash = sha256_file(inputs.eval_spec.local)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {inputs.eval_spec.local}: {exc.strerror or exc}") from exc
+        if eval_hash != inputs.eval_spec.sha256:
+            raise ConfigError(f"{inputs.eval_spec.local} no longer matches its manifest (sha256 {eval_hash[:12]}, "
+                              f"manifest {inputs.eval_spec.sha256[:12]}): re-run `edgeprune optimize`")
     bad = {}
     for name, spec in inputs.specs.items():
         try:
@@ -75,8 +128,9 @@ def local_mismatches(inputs: RunInputs) -> Dict[str, str]:
             bad[name] = f"{spec.local.name} cannot be read in the run folder: {exc.strerror or exc}"
             continue
         if actual != spec.sha256:
-            bad[name] = (f"{spec.local.name} in the run folder no longer matches the manifest (sha256 "
-                         f"{actual[:12]}, manifest {spec.sha256[:12]}): re-run `edgeprune optimize`")
+            bad[name] = (f"{spec.local.name} no longer matches what was recorded (sha256 "
+                         f"{actual[:12]}, recorded {spec.sha256[:12]}): re-run `edgeprune optimize`, or bench "
+                         f"the files again")
     return bad
 
 

@@ -20,6 +20,7 @@ from . import stats
 from .columns import ANSWERED, COLUMNS, DEVICE, HOST, MEASURED, NAMES, VS_BASELINE, Device, Pair, Relative
 from .noise import BASELINE, TWIN, DeviceFacts, all_facts, rounds_of
 from .verdict import device_verdict, speedup_verdict
+from ..results.imported import is_imported
 from ..results.store import Store
 
 _READ_WHEN = {"not-built": (HOST,), "not-measured": (HOST,), "answered": (HOST, ANSWERED),
@@ -85,7 +86,8 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
         plans = {int(p["id"]): dict(p) for p in store.plans(run_id)}
         devices = [d["name"] for d in store.devices(run_id)]
     devices += sorted({device for device, _ in results} - set(devices))
-    base = next((v for v in variants if v["name"] == BASELINE and v["status"] == "ok"), None)
+    reference, imported = _reference(run)
+    base = next((v for v in variants if v["name"] == reference and v["status"] == "ok"), None)
     rows: List[Dict[str, Any]] = []
     rounds: Dict[Key, Optional[List[float]]] = {}
     for device in devices:
@@ -97,24 +99,38 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
     for column in COLUMNS:
         if column.dtype:
             frame[column.name] = frame[column.name].astype(column.dtype)
-    facts = all_facts(devices, results, plans)
-    _relative_to_baseline(frame, results, facts)
-    _per_device(frame, facts)
+    facts = all_facts(devices, results, plans, reference)
+    _relative_to_baseline(frame, results, facts, reference)
+    _per_device(frame, facts, verdicts=not imported)
     run_info = {key: run[key] for key in ("id", "created", "run_folder", "model_source", "dataset")}
     run_info["db"] = str(db)
     return RunReport(run_info, frame, rounds, facts)
 
 
-def _relative_to_baseline(frame: Any, results: Dict[Key, Dict[str, Any]], facts: Dict[str, DeviceFacts]) -> None:
-    """The VS_BASELINE columns (speed-up, its verdict, accuracy delta...) against the baseline on the same device."""
+def _reference(run: Dict[str, Any]) -> "tuple[str, bool]":
+    """The variant the run's ratios are taken against (the baseline; for imported files, the first file) and
+    whether the run is imported .tflite files (no pruning or quantization verdict: they are not our variants)."""
+    try:
+        options = json.loads(run.get("options_json") or "{}")
+        manifest = json.loads(run.get("manifest_json") or "{}")
+    except ValueError:
+        options, manifest = {}, {}
+    reference = options.get("reference") if isinstance(options, dict) else None
+    return (reference if isinstance(reference, str) else BASELINE), is_imported(manifest)
+
+
+def _relative_to_baseline(frame: Any, results: Dict[Key, Dict[str, Any]], facts: Dict[str, DeviceFacts],
+                          reference: str = BASELINE) -> None:
+    """The VS_BASELINE columns (speed-up, its verdict, accuracy delta...) against the reference (the baseline) on
+    the same device."""
     relative = [c for c in COLUMNS if c.when == VS_BASELINE and c.read]
     for index, row in frame.iterrows():
         device = row["device"]
-        base = frame[(frame["device"] == device) & (frame["variant"] == BASELINE)]
+        base = frame[(frame["device"] == device) & (frame["variant"] == reference)]
         if base.empty or row["status"] != "ok" or base.iloc[0]["status"] != "ok":
             continue
-        is_baseline = row["variant"] == BASELINE
-        verdict = None if is_baseline else speedup_verdict(results[(device, BASELINE)],
+        is_baseline = row["variant"] == reference
+        verdict = None if is_baseline else speedup_verdict(results[(device, reference)],
                                                            results[(device, row["variant"])], facts[device].band,
                                                            facts[device].why)
         context = Relative(row, base.iloc[0], is_baseline, verdict)
@@ -122,11 +138,12 @@ def _relative_to_baseline(frame: Any, results: Dict[Key, Dict[str, Any]], facts:
             frame.at[index, column.name] = column.read(context)
 
 
-def _per_device(frame: Any, facts: Dict[str, DeviceFacts]) -> None:
-    """Each device's verdict (from its finished rows), and the DEVICE columns on every row of it."""
+def _per_device(frame: Any, facts: Dict[str, DeviceFacts], verdicts: bool = True) -> None:
+    """Each device's verdict (from its finished rows; not for imported files), and the DEVICE columns on every row
+    of it."""
     columns = [c for c in COLUMNS if c.when == DEVICE and c.read]
     for device, rows in frame.groupby("device", sort=False):
-        facts[device].verdicts = device_verdict(rows.to_dict("records"))
+        facts[device].verdicts = device_verdict(rows.to_dict("records")) if verdicts else []
         figures = Device(facts[device].band, " | ".join(facts[device].verdicts))
         for column in columns:
             frame.loc[rows.index, column.name] = column.read(figures)

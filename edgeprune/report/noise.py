@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import stats
-from ..devices.cells import aa_cell
+from ..devices.cells import aa_cell, is_aa
 from ..results.plan_columns import stored_round_p50s
 
 BASELINE = "baseline-float32"
@@ -78,9 +78,9 @@ def _band(base: Optional[Mapping[str, Any]], twin: Optional[Mapping[str, Any]]
     if rounds_of(base) is None:
         return None, NO_ROUNDS_TEXT
     if twin is None:
-        return None, f"its A/A twin ({TWIN}) was not measured"
+        return None, "its A/A twin was not measured"
     if twin["status"] != "ok":
-        return None, f"its A/A twin ({TWIN}) {twin['status']}: {_reason(twin)}"
+        return None, f"its A/A twin ({twin['variant']}) {twin['status']}: {_reason(twin)}"
     if twin.get("plan_id") != base.get("plan_id"):
         return None, "the baseline and its A/A twin were measured in different plans"
     band = stats.noise_band(rounds_of(base), rounds_of(twin))
@@ -118,16 +118,16 @@ def _unsettled(device: str, results: Mapping[Tuple[str, str], Mapping[str, Any]]
             continue
         width = row.get("ci_half_width")
         rounds = row.get("rounds")
-        text = f"{variant}{' (the A/A twin)' if variant == TWIN else ''}: "
+        text = f"{variant}{' (the A/A twin)' if is_aa(variant) else ''}: "
         text += stats.percent(width) if width is not None else "no interval"
         lines.append(text + (f" after {rounds} round{'s' if rounds != 1 else ''}" if rounds is not None else ""))
     return lines
 
 
 def device_facts(device: str, results: Mapping[Tuple[str, str], Mapping[str, Any]],
-                 plans: Mapping[int, Mapping[str, Any]]) -> DeviceFacts:
+                 plans: Mapping[int, Mapping[str, Any]], reference: str = BASELINE) -> DeviceFacts:
     """The noise floor of ``device`` (results keyed by (device, variant), plans by id) and its unsettled cells."""
-    base, twin = results.get((device, BASELINE)), results.get((device, TWIN))
+    base, twin = results.get((device, reference)), results.get((device, aa_cell(reference)))
     band, why = _band(base, twin)
     plan = plans.get(base["plan_id"]) if base is not None and base.get("plan_id") is not None else None
     stopped = _stopped(plan)
@@ -148,5 +148,5 @@ def device_facts(device: str, results: Mapping[Tuple[str, str], Mapping[str, Any
 
 
 def all_facts(devices: List[str], results: Mapping[Tuple[str, str], Mapping[str, Any]],
-              plans: Mapping[int, Mapping[str, Any]]) -> Dict[str, DeviceFacts]:
-    return {device: device_facts(device, results, plans) for device in devices}
+              plans: Mapping[int, Mapping[str, Any]], reference: str = BASELINE) -> Dict[str, DeviceFacts]:
+    return {device: device_facts(device, results, plans, reference) for device in devices}

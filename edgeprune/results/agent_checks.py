@@ -95,8 +95,10 @@ def _accuracy_problem(accuracy: Dict[str, Any], expected: Optional[Expected]) ->
     return None
 
 
-def inconsistency(document: Dict[str, Any], expected: Optional[Expected] = None) -> Optional[str]:
-    """Why a schema-valid ``run`` document cannot be true, or None. The schema checks types; this checks sense."""
+def inconsistency(document: Dict[str, Any], expected: Optional[Expected] = None,
+                  latency_only: bool = False) -> Optional[str]:
+    """Why a schema-valid ``run`` document cannot be true, or None. The schema checks types; this checks sense.
+    ``latency_only``: no eval set was sent (the agent generated inputs), so there must be no accuracy."""
     timing = document.get("timing") or {}
     problem = _timing_problem(timing, document.get("options") or {})
     if problem:
@@ -111,4 +113,6 @@ def inconsistency(document: Dict[str, Any], expected: Optional[Expected] = None)
     peak, before = memory.get("rss_peak_kib"), memory.get("rss_before_load_kib")
     if isinstance(peak, int) and isinstance(before, int) and peak < before:
         return f"peak RSS {peak} KiB below the RSS before loading ({before} KiB)"
+    if latency_only:
+        return "an accuracy without an eval set" if document.get("accuracy") is not None else None
     return _accuracy_problem(document.get("accuracy") or {}, expected)
