@@ -161,9 +161,11 @@ def eval_feeds(arrays: Dict[str, np.ndarray], in_details: Sequence[Dict[str, Any
     return prepared, feeds, tensors
 
 
-def generated_seed(plan_seed: int, cell_id: str) -> int:
-    """The seed of a cell's generated inputs: the first 4 bytes (little-endian) of sha256("<plan seed>:<id>")."""
-    digest = hashlib.sha256(("%d:%s" % (plan_seed, cell_id)).encode("utf-8")).digest()
+def generated_seed(plan_seed: int, model_sha256: str) -> int:
+    """The seed of a cell's generated inputs: the first 4 bytes (little-endian) of sha256("<plan seed>:<model
+    sha256>"). By the model, not the cell: the A/A twin (the same file) must see the same inputs as its reference,
+    or a model whose time depends on its inputs would make the noise floor."""
+    digest = hashlib.sha256(("%d:%s" % (plan_seed, model_sha256)).encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "little")
 
 

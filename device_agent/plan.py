@@ -183,7 +183,7 @@ def _load_for_rounds(cell: Dict[str, Any], prepared: Any, arrays: Optional[Dict[
     out["runtime"]["xnnpack"] = model.xnnpack_applied(interpreter, bool(delegates))
     in_details, out_details = model.describe_all_io(interpreter, out["model"])
     if arrays is None:
-        cell_seed = evaldata.generated_seed(seed, cell["id"])
+        cell_seed = evaldata.generated_seed(seed, out["model"]["sha256"])
         feeds, tensors = evaldata.generate_feeds(in_details, cell_seed)
         out["inputs"] = {"source": "generated", "seed": cell_seed, "samples": len(feeds), "tensors": tensors}
         return rounds.LoadedCell(cell, interpreter, in_details, out_details, feeds, None)

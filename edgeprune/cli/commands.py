@@ -208,6 +208,10 @@ def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], 
             devices = stored_devices(store, resume)
     else:
         devices = _devices(device, fleet, tags)
+    if Path(db).exists():  # a store that cannot be used is said before any file is read
+        from ..results.store import Store
+
+        Store.open(db).close()
     folder = _bench_source(inputs, eval_file, input_shapes, resume)
     chosen = [v.strip() for v in variants.split(",")] if variants else None
     result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen)

@@ -66,6 +66,8 @@ def test_files_are_benched_latency_only_and_a_custom_op_is_named(zoo, tmp_path, 
         assert row["accuracy"] is None and 0 < row["p50_us"] <= row["p99_us"]
         doc = json.loads(row["agent_json"])
         assert doc["accuracy"] is None and doc["inputs"]["source"] == "generated", doc.get("inputs")
+    twins = [json.loads(stored[(device, n)]["agent_json"])["inputs"] for n in ("multi_io", "multi_io@aa")]
+    assert twins[0]["seed"] == twins[1]["seed"]  # the A/A pair times the same file on the same inputs
     dynamic = json.loads(stored[(device, "dynamic")]["agent_json"])
     assert [t["shape"] for t in dynamic["model"]["inputs"]] == [[1, 4, 8, 3]]  # the shape given
     custom = stored[(device, "mediapipe_op")]
