@@ -1,5 +1,8 @@
 """Network faults on namespaced lab devices: a link that goes down mid-upload and a device that disappears
-mid-benchmark are stored as failures, and ``--resume`` finishes them once the device is back."""
+mid-benchmark are stored as failures, and ``--resume`` finishes them once the device is back.
+
+Since issue 12 each device measures one plan (every variant, the baseline and its A/A twin: ``plan_cells``), stored
+when it ends: a fault during it fails every cell of that device, and ``--resume`` measures that device again."""
 from __future__ import annotations
 
 import os
@@ -12,7 +15,9 @@ from typing import List
 import pytest
 
 from support.cli import EDGEPRUNE
-from support.lab import LinkSpec, NetnsDevice
+from support.faults import agents
+from support.lab import LinkSpec, NetnsDevice, wait_for_ssh
+from support.store_rows import plan_cells
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +49,13 @@ def partial_uploads(device: NetnsDevice) -> List[Path]:
     return [p for p in blobs.iterdir() if ".part-" in p.name] if blobs.is_dir() else []
 
 
+def back_up(device: NetnsDevice) -> None:
+    """The link up again, and the device answering: after a long outage the host's side takes a moment (``No route
+    to host`` for about a second), as a user's device that is back is seen a moment later."""
+    device.link_up()
+    wait_for_ssh(device.device_ip, 22, device.process, device.root / "sshd.log", device.name)
+
+
 def resume_until_done(run_id: int, fleet: Path, db: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*EDGEPRUNE, "bench", "--resume", str(run_id), "--fleet", str(fleet), "--db", str(db), "-q"],
                           capture_output=True, text=True, timeout=900)
@@ -51,7 +63,7 @@ def resume_until_done(run_id: int, fleet: Path, db: Path) -> subprocess.Complete
 
 def test_link_down_mid_upload_then_resume(digits_run, make_lab, tmp_path):
     folder, manifest = digits_run
-    names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+    cells = plan_cells([v["name"] for v in manifest["variants"] if v["status"] == "ok"])
     running = make_lab(["netns"], link=LinkSpec(rate="2mbit"))
     [device] = running.devices
     fleet = running.write_fleet(connect_timeout=3, transfer_timeout=5, runs=5, warmup=1)
@@ -63,10 +75,10 @@ def test_link_down_mid_upload_then_resume(digits_run, make_lab, tmp_path):
     try:
         out, err = proc.communicate(timeout=300)
     finally:
-        device.link_up()
+        back_up(device)
     assert proc.returncode == 1, err
     rows = results(db)
-    assert len(rows) == len(names) and all(r["status"] == "failed" for r in rows)
+    assert sorted(r["variant"] for r in rows) == sorted(cells) and all(r["status"] == "failed" for r in rows)
     assert all("upload" in r["error_message"] or "connect" in r["error_message"] for r in rows), \
         [r["error_message"] for r in rows]
     # a broken transfer's left-over, older than the sweep's limit, is removed by the next upload; a young one
@@ -79,35 +91,41 @@ def test_link_down_mid_upload_then_resume(digits_run, make_lab, tmp_path):
     done = resume_until_done(rows[0]["run_id"], fleet, db)
     assert done.returncode == 0, done.stderr
     final = results(db)
-    assert len(final) == len(names) and all(r["status"] == "ok" for r in final)
+    assert sorted(r["variant"] for r in final) == sorted(cells) and all(r["status"] == "ok" for r in final)
     assert not stale.exists() and fresh.exists()
 
 
 def test_device_disappearing_mid_benchmark_then_resume(digits_run, make_lab, tmp_path):
+    """The netns device's link goes down while its plan is measured: every cell of it is ``failed`` once the plan's
+    deadline passes (budget_s + cells x command_timeout: both small here), the loopback device's plan is stored ok;
+    ``--resume`` with the link back measures the netns device again and leaves the loopback's results alone."""
     folder, manifest = digits_run
-    names = [v["name"] for v in manifest["variants"] if v["status"] == "ok"]
+    cells = plan_cells([v["name"] for v in manifest["variants"] if v["status"] == "ok"])
     running = make_lab(["netns", "loopback"])
     netns = next(d for d in running.devices if isinstance(d, NetnsDevice))
-    fleet = running.write_fleet(connect_timeout=3, command_timeout=8, min_seconds=1.0, runs=5, warmup=1)
+    fleet = running.write_fleet(connect_timeout=3, command_timeout=3, budget_s=2, min_seconds=0.3, runs=5, warmup=1)
     db = tmp_path / "store.db"
     proc = subprocess.Popen([*EDGEPRUNE, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(r["device"] == netns.name and r["status"] == "ok" for r in results(db)))
-    measured = {r["variant"]: r["p50_us"] for r in results(db) if r["device"] == netns.name and r["status"] == "ok"}
+    wait_for(lambda: bool(agents(netns.workdir)))  # its plan is being measured
+    time.sleep(1.0)
     netns.link_down()
     try:
         out, err = proc.communicate(timeout=300)
     finally:
-        netns.link_up()
+        back_up(netns)
     assert proc.returncode == 1, err
     rows = results(db)
     mine = [r for r in rows if r["device"] == netns.name]
     others = [r for r in rows if r["device"] != netns.name]
-    assert len(mine) == len(names) and any(r["status"] == "failed" for r in mine)
-    assert len(others) == len(names) and all(r["status"] == "ok" for r in others)  # the rest went on
+    assert sorted(r["variant"] for r in mine) == sorted(cells) and all(r["status"] == "failed" for r in mine)
+    assert len({(r["error_kind"], r["error_message"]) for r in mine}) == 1  # one plan, one reason
+    assert sorted(r["variant"] for r in others) == sorted(cells)
+    assert all(r["status"] == "ok" for r in others)  # the rest went on
     done = resume_until_done(rows[0]["run_id"], fleet, db)
     assert done.returncode == 0, done.stderr
     final = results(db)
-    assert len(final) == 2 * len(names) and all(r["status"] == "ok" for r in final)
-    for variant, p50 in measured.items():  # measured before the fault: kept, not measured again
-        assert next(r for r in final if r["device"] == netns.name and r["variant"] == variant)["p50_us"] == p50
+    assert len(final) == 2 * len(cells) and all(r["status"] == "ok" for r in final)
+    for before in others:  # measured before the fault: kept, not measured again
+        after = next(r for r in final if r["device"] == before["device"] and r["variant"] == before["variant"])
+        assert (after["p50_us"], after["plan_id"], after["attempts"]) == (before["p50_us"], before["plan_id"], 1)

@@ -3,9 +3,13 @@
 Each test strikes a real fault while a real bench runs against lab devices (tests/support/lab): a link that goes
 silent in the middle of an SFTP upload (an nftables drop-everything table inside the device's namespace: nothing is
 refused, packets just vanish), Ctrl-C during such an upload, a device whose sshd is frozen (SIGSTOP) while its agent
-measures, an agent that outlives ``command_timeout``, a device whose host key changed. What is asserted is what a user
+measures, an agent that outlives its deadline, a device whose host key changed. What is asserted is what a user
 sees: the bench ends by itself within the deadline that should fire, with the exit code the docs give, every pair
 stored with a reason, and no ``python -m device_agent`` left running on the device.
+
+Since issue 12 a bench runs one ``plan`` per device (the variants asked for, plus the baseline and its A/A twin:
+``plan_cells``), whose deadline is ``budget_s + cells x command_timeout`` (cells.plan_limit): the tests that strike a
+measuring agent set a small ``budget_s`` as well as a small ``command_timeout``.
 
 Every wait is bounded, so on a tree that hangs (check with ``PYTHONPATH=<older tree>``: the CLI runs from the test's
 tmp folder, where ``python -m`` cannot pick up the repository's own package) a test fails instead of stalling the
@@ -25,7 +29,7 @@ import pytest
 from support.faults import (AGENT_GRACE, TWO, UPLOAD_LINK, UPLOADS, agents, blackholed, describe, finish,
                             frozen, kill_agents, most_agent_runs, partial_uploads, poll, rekey,
                             run_bench, sha_of, start_bench, stored, wait)
-from support.store_rows import latest_run_id
+from support.store_rows import latest_run_id, plan_cells
 from support.lab import Lab, LabDevice, NetnsDevice
 from support.login_device import LoginDevice, sweep_stale_users
 from support.sshlab import ClientKeys, SshdDevice, write_fleet
@@ -92,7 +96,7 @@ def test_blackholed_upload_ends_on_its_own(digits_run, make_lab, tmp_path):
     rows = stored(db)
     assert took < 30, f"ended {took:.1f} s after the blackhole (transfer_timeout 5)"
     assert code == 1, err
-    assert sorted(r["variant"] for r in rows) == sorted(UPLOADS), describe(rows)  # nothing lost
+    assert sorted(r["variant"] for r in rows) == sorted(plan_cells(UPLOADS)), describe(rows)  # nothing lost
     for row in rows:
         assert row["status"] == "failed", describe(rows)
         assert "upload" in row["error_message"] and "timed out" in row["error_message"], describe(rows)
@@ -119,26 +123,29 @@ def test_ctrl_c_stops_a_blackholed_upload_then_resume(digits_run, make_lab, tmp_
                      "-q")  # the run keeps its selection of variants
     assert done.returncode == 0, done.stderr
     final = stored(db)
-    assert sorted(r["variant"] for r in final) == sorted(UPLOADS) and all(r["status"] == "ok" for r in final), \
-        describe(final)
+    assert sorted(r["variant"] for r in final) == sorted(plan_cells(UPLOADS)), describe(final)
+    assert all(r["status"] == "ok" for r in final), describe(final)
 
 
 # -- 3. a device that freezes while its agent measures ------------------------------------------------------------
 
 def test_frozen_device_times_out_and_its_agent_does_not_survive(digits_run, make_lab, reaped, tmp_path):
-    """sshd frozen (SIGSTOP) while the agent measures a 120 s run, command_timeout 8: the pair ends
-    ``failed/timeout`` within a bounded time; after SIGCONT the agent must be gone no later than its own deadline
-    (command_timeout + 30 s from its start). Prints which path stopped it and when.
+    """sshd frozen (SIGSTOP) while the agent measures visits of 120 s, the plan's deadline 18 s (budget_s 2, two cells
+    x command_timeout 8): the baseline and its twin end ``failed/timeout`` within a bounded time; after SIGCONT the
+    agent must be gone no later than its own deadline (the plan's + 30 s from its start). Prints which path stopped
+    it and when.
 
     The float model without XNNPACK (~130 us an invoke) keeps the agent busy for the whole 120 s: a fast model
     would reach the agent's cap of a million invokes in ~20 s and end on its own."""
     folder, _ = digits_run
-    command_timeout, connect_timeout = 8.0, 3.0
+    command_timeout, connect_timeout, budget = 8.0, 3.0, 2.0
+    cells = plan_cells(["baseline-float32"])
+    limit = budget + len(cells) * command_timeout  # cells.plan_limit
     running = make_lab(["netns"])
     [device] = running.devices
     reaped(device.workdir)
-    fleet = running.write_fleet(connect_timeout=connect_timeout, command_timeout=command_timeout, min_seconds=120,
-                                runs=5, warmup=1, no_xnnpack=True)
+    fleet = running.write_fleet(connect_timeout=connect_timeout, command_timeout=command_timeout, budget_s=budget,
+                                min_seconds=120, runs=5, warmup=1, no_xnnpack=True)
     db = tmp_path / "store.db"
     proc = start_bench(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants",
                        "baseline-float32", "-q")
@@ -146,20 +153,21 @@ def test_frozen_device_times_out_and_its_agent_does_not_survive(digits_run, make
     agent_seen = time.monotonic()  # at or just after its start: the deadline bound below is a little generous
     time.sleep(1.0)
     with frozen(device) as freeze:
-        recorded = wait(lambda: bool(stored(db)), command_timeout + 3 * connect_timeout + 30,
-                        "the frozen pair to be stored", proc)
+        recorded = wait(lambda: len(stored(db)) == len(cells), limit + 3 * connect_timeout + 30,
+                        "the frozen plan's cells to be stored", proc)
         code, _, err = finish(proc, 60, "a frozen device")
         exited = time.monotonic()
         print(f"frozen device: pair stored {recorded:.1f} s after the freeze, bench exited {code} "
               f"{exited - freeze:.1f} s after it; sshd thawed then")
-    [row] = stored(db)
-    assert (row["status"], row["error_kind"]) == ("failed", "timeout"), describe([row])
+    rows = stored(db)
+    assert sorted(r["variant"] for r in rows) == sorted(cells), describe(rows)
+    assert all((r["status"], r["error_kind"]) == ("failed", "timeout") for r in rows), describe(rows)
     assert code == 1, err
-    deadline = command_timeout + AGENT_GRACE
+    deadline = limit + AGENT_GRACE
     bound = deadline + 15  # the agent's own deadline, plus a margin for a loaded machine
     if poll(lambda: not agents(device.workdir), max(bound - (time.monotonic() - agent_seen), 0.1), 0.2) is None:
         pytest.fail(f"agent {agents(device.workdir)} still running {bound:g} s after it started "
-                    f"(command_timeout {command_timeout:g} + {AGENT_GRACE:g} s)")
+                    f"(the plan's deadline {limit:g} + {AGENT_GRACE:g} s)")
     gone = time.monotonic() - agent_seen
     if gone < exited - agent_seen:
         path = "the host's stop"
@@ -175,10 +183,11 @@ def test_frozen_device_times_out_and_its_agent_does_not_survive(digits_run, make
 
 @pytest.mark.parametrize("kind", ["loopback", "login"])
 def test_timed_out_agent_is_stopped_at_once(kind, digits_run, make_lab, login_device, reaped, tmp_path):
-    """command_timeout 3, min_seconds 20, two variants: both pairs ``failed/timeout``, no agent left once the bench
-    returns (not 33 s later by the agent's own deadline), and never two agents at once on the device."""
+    """command_timeout 3 and budget_s 1 (a plan of four cells: a 13 s deadline), min_seconds 20, two variants: every
+    cell ``failed/timeout``, no agent left once the bench returns (not 30 s later by the agent's own deadline), and
+    never two agents at once on the device."""
     folder, _ = digits_run
-    timeouts = dict(command_timeout=3, min_seconds=20, runs=5, warmup=1, connect_timeout=5)
+    timeouts = dict(command_timeout=3, budget_s=1, min_seconds=20, runs=5, warmup=1, connect_timeout=5)
     if kind == "login":  # its own user, a .bashrc, python3 found on the PATH the .bashrc sets (as on a Pi)
         device: SshdDevice = login_device("login-0")
         fleet = write_fleet(tmp_path / "fleet.toml", [device], user=device.user, python="python3", **timeouts)
@@ -198,8 +207,8 @@ def test_timed_out_agent_is_stopped_at_once(kind, digits_run, make_lab, login_de
     print(f"{kind}: bench exited {code} after {time.monotonic() - started:.1f} s; at most {most} agent(s) at once; "
           f"{len(left)} left at exit")
     assert code == 1, err
-    assert len(rows) == 2 and all((r["status"], r["error_kind"]) == ("failed", "timeout") for r in rows), \
-        describe(rows)
+    assert sorted(r["variant"] for r in rows) == sorted(plan_cells(TWO)), describe(rows)
+    assert all((r["status"], r["error_kind"]) == ("failed", "timeout") for r in rows), describe(rows)
     assert not left, f"agents {left} still running when the bench returned"
     assert most <= 1, f"{most} agents measured at once on {device.name}"
 
@@ -223,8 +232,11 @@ def test_changed_host_key_on_a_network_device_is_refused(digits_run, make_lab, t
                         "-q")
     assert refused.returncode == 1, refused.stderr
     assert "HOST KEY CHANGED" in refused.stderr
-    row = next(r for r in stored(db) if r["variant"] == second)
-    assert (row["status"], row["error_kind"]) == ("failed", "host-key") and "HOST KEY CHANGED" in row["error_message"]
+    refused_rows = [r for r in stored(db) if r["run_id"] == latest_run_id(db)]
+    assert sorted(r["variant"] for r in refused_rows) == sorted(plan_cells([second])), describe(refused_rows)
+    for row in refused_rows:
+        assert (row["status"], row["error_kind"]) == ("failed", "host-key"), describe(refused_rows)
+        assert "HOST KEY CHANGED" in row["error_message"]
     sha = sha_of(manifest, second)
     assert sorted(p.name for p in (device.workdir / "blobs").iterdir()) == before
     assert not any(name.startswith(sha) for name in before)
@@ -234,9 +246,10 @@ def test_changed_host_key_on_a_network_device_is_refused(digits_run, make_lab, t
 
 def test_resume_after_a_killed_host_never_measures_beside_its_orphan(digits_run, make_lab, reaped, tmp_path):
     """The bench SIGKILLed while its agent measures (a host crash, an OOM kill, a closed laptop): nobody is left to
-    stop that agent, and it goes on until its own end or its --deadline (command_timeout + 30 s: 630 s with the
-    default profile). ``--resume`` right away starts the same pair again beside it, so two agents share the device's
-    CPU and the stored latency is measured under that load. Never two agent runs at once on a device, also here.
+    stop that agent, and it goes on until its own end or its --deadline (the plan's + 30 s: budget_s + 3 cells x
+    command_timeout, 2130 s with the default profile). ``--resume`` right away starts the same plan again beside
+    it, so two agents share the device's CPU and the stored latency is measured under that load. Never two agent
+    runs at once on a device, also here.
 
     The agent now holds the device's agent lock while it measures; the resumed agent finds it taken (``busy``),
     and the bench stops the orphan (its controller, the killed bench, is gone) before measuring. An agent that only
@@ -245,8 +258,10 @@ def test_resume_after_a_killed_host_never_measures_beside_its_orphan(digits_run,
     folder, _ = digits_run
     device = make_lab(["loopback"]).devices[0]
     reaped(device.workdir)
-    fleet = write_fleet(tmp_path / "fleet.toml", [device], command_timeout=60, min_seconds=10, runs=5, warmup=1,
-                        connect_timeout=5)
+    # visits of >= 3 s and a budget that ends the rounds after the first one: the orphan measures for ~10 s, and so
+    # does the resumed plan
+    fleet = write_fleet(tmp_path / "fleet.toml", [device], command_timeout=60, budget_s=1, min_seconds=3, runs=5,
+                        warmup=1, connect_timeout=5)
     db = tmp_path / "store.db"
     proc = start_bench(tmp_path, "bench", str(folder), "--fleet", str(fleet), "--db", str(db), "--variants",
                        "pruned-int8", "-q")
@@ -260,5 +275,5 @@ def test_resume_after_a_killed_host_never_measures_beside_its_orphan(digits_run,
     code, _, err = finish(resume, 5, "--resume after a killed host")
     print(f"--resume after a killed host: exit {code}, at most {most} agent run(s) at once on the device")
     assert code == 0, err
-    assert [r["status"] for r in stored(db)] == ["ok"]
+    assert [(r["variant"], r["status"]) for r in stored(db)] == [(c, "ok") for c in sorted(plan_cells(["pruned-int8"]))]
     assert most <= 1, f"{most} agents measured at once on {device.name} (the killed bench's orphan and --resume's)"

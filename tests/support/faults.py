@@ -109,8 +109,9 @@ def describe(rows: Sequence[Dict[str, object]]) -> List[str]:
 # -- what runs on a device -----------------------------------------------------------------------------------------
 
 def agents(workdir: Path) -> List[int]:
-    """Agents running for one device: a ``device_agent run`` command line naming its (absolute) work dir. Zombies
-    have no command line, so an agent that was stopped and reaped is not counted."""
+    """Agents running for one device: a ``device_agent plan`` (what a bench runs since issue 12) or ``run`` command
+    line naming its (absolute) work dir. Zombies have no command line, so an agent that was stopped and reaped is
+    not counted."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -119,7 +120,7 @@ def agents(workdir: Path) -> List[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue
-        if "device_agent run " in cmdline and str(workdir) in cmdline:
+        if ("device_agent plan " in cmdline or "device_agent run " in cmdline) and str(workdir) in cmdline:
             found.append(int(entry.name))
     return found
 
