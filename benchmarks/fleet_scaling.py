@@ -2,9 +2,10 @@
 
 Every device is a real OpenSSH server on 127.0.0.1 (tests/support/sshlab.py), its remote Python this venv's. Each
 device measures one small variant with few invokes, so the figure is mostly edgeprune's own orchestration (SSH
-handshakes, hashing, SFTP, one agent start per variant). The "transfer" columns are the phase after the SSH
-handshake: the hash check of what is already there, uploads and their verification. On loopback every device's
-sshd, login shell and agent run on this machine's cores too, which a real fleet spreads over its own CPUs: the
+handshakes, hashing, SFTP, one agent start per device for its plan: the variant, the baseline and its A/A twin, in
+rounds). The "transfer" columns are the phase after the SSH handshake: the hash check of what is already there,
+uploads and their verification; a re-run sends only its new plan file (about 1 KB) per device. On loopback every
+device's sshd, login shell and agent run on this machine's cores too, which a real fleet spreads over its own CPUs: the
 script prints edgeprune's own CPU time per device beside the wall times. Prints wall time per N, the 32/1 ratio (goal <= 1.5),
 and the transfer-phase speed-up of a re-run where every file is already on the devices (goal >= 5x).
 
@@ -27,6 +28,7 @@ from _runfolder import run_folder  # also puts tests/ on sys.path, for support
 from edgeprune.devices.fleet import bench
 from edgeprune.devices.profiles import load_profile
 from support.sshlab import ClientKeys, SshdDevice, stop_all
+from support.store_rows import plan_cells
 
 
 def main() -> int:
@@ -41,7 +43,9 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     variants = args.variants.split(",")
     client = ClientKeys(work / "client")
-    print(f"cores: {os.cpu_count()}, variants per device: {len(variants)}, jobs: {args.jobs}")
+    cells = len(plan_cells(variants))
+    print(f"cores: {os.cpu_count()}, variants per device: {len(variants)} ({cells} cells with the baseline and its "
+          f"A/A twin), jobs: {args.jobs}")
     print(f"{'N':>4} {'first run s':>12} {'re-run s':>9} {'transfer first s':>17} {'transfer cached s':>18} "
           f"{'files sent':>11} {'ok/expected':>12}")
     walls = {}
@@ -73,7 +77,7 @@ def main() -> int:
             walls[n] = w1
             transfers[n] = (t1, t2)
             print(f"{n:>4} {w1:>12.2f} {w2:>9.2f} {t1:>17.2f} {t2:>18.2f} {s1:>5}/{s2:<5} "
-                  f"{ok1 + ok2:>5}/{2 * n * len(variants):<6}")
+                  f"{ok1 + ok2:>5}/{2 * n * cells:<6}")
         finally:
             stop_all(devices)
     if 1 in walls and max(walls) != 1:

@@ -3,7 +3,8 @@
 Each device is a lab device (tests/support/lab/): by default a real OpenSSH server on 127.0.0.1 running the agent
 with this venv's Python; `--kinds loopback,pi39,netns` cycles through lab kinds instead.
 Every run is a new `bench` (new run id) in one SQLite file, as a nightly job would do. Prints, per run, the pairs
-stored as ok against the pairs expected (goal: 100%), the wall time, and at the end the host process's peak RSS.
+stored as ok against the pairs expected (goal: 100%), the wall time, and at the end the host process's peak RSS. A
+pair is a device and a cell of its plan (issue 12): every variant, plus the baseline and its A/A twin.
 
     .venv/bin/python benchmarks/fleet_soak.py [RUN_FOLDER] [--devices 64] [--runs 3] [--kinds loopback]
 
@@ -24,6 +25,7 @@ from _runfolder import run_folder  # also puts tests/ on sys.path, for support
 from edgeprune.devices.fleet import bench
 from edgeprune.devices.profiles import load_fleet
 from support.lab import start_lab
+from support.store_rows import plan_cells
 
 
 def main() -> int:
@@ -54,10 +56,10 @@ def main() -> int:
             stored_ok = conn.execute("SELECT COUNT(*) FROM results WHERE run_id = ? AND status = 'ok'",
                                      (result.run_id,)).fetchone()[0]
             stored_all = conn.execute("SELECT COUNT(*) FROM results WHERE run_id = ?", (result.run_id,)).fetchone()[0]
-            expected = conn.execute("SELECT COUNT(*) FROM variants WHERE run_id = ? AND status = 'ok'",
-                                    (result.run_id,)).fetchone()[0] if not variants else len(variants)
+            names = variants or [r[0] for r in conn.execute(
+                "SELECT name FROM variants WHERE run_id = ? AND status = 'ok'", (result.run_id,))]
             conn.close()
-            expected *= len(profiles)
+            expected = len(plan_cells(names)) * len(profiles)
             totals[0] += stored_ok
             totals[1] += expected
             print(f"{index:>4} {result.run_id:>7} {stored_ok:>10} / {expected:<9} ({100 * stored_ok / expected:5.1f}%)"
