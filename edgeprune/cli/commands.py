@@ -141,7 +141,8 @@ DEVICE_OPTIONS = _options(
 
 
 def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, accept_new_host_keys: bool,
-               quiet: bool, resume: Optional[int] = None, variants: Optional[List[str]] = None) -> Any:
+               quiet: bool, resume: Optional[int] = None, variants: Optional[List[str]] = None,
+               matrix: Any = None) -> Any:
     """Bench with a progress row per device, then one summary line; exits 130 when interrupted."""
     from pathlib import Path
 
@@ -153,10 +154,10 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
     names = [d.name for d in devices] if devices else []
     with FleetDisplay(names, quiet) as display:
         result = run_bench(folder, devices, Path(db), jobs=jobs, host_keys=HostKeyPolicy.from_flag(accept_new_host_keys),
-                           resume=resume, variants=variants, progress=display)
+                           resume=resume, variants=variants, progress=display, matrix=matrix)
     counts = result.counts
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("ok", "error", "failed"))
-    twins = f"; each device's cells include the baseline's A/A twin" if result.twins else ""
+    twins = "; each device's cells include the baseline's A/A twin" if result.twins else ""
     click.echo(f"run {result.run_id}: {shown} (stored in {db}{twins})")
     console = stderr_console()
     for summary in result.devices:
@@ -183,12 +184,19 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
                    "without it the bench is latency only.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
               help="For .tflite files: the shape of a dynamic input (repeatable).")
+@click.option("--runtimes", type=str, default=None, metavar="A,B",
+              help="Measure every variant with each of these runtimes (a matrix; default: the profile's).")
+@click.option("--threads", "thread_counts", type=str, default=None, metavar="1,2,4",
+              help="Measure every variant at each of these thread counts (a matrix; default: the profile's).")
+@click.option("--xnnpack", type=str, default=None, metavar="on,off",
+              help="Measure every variant with XNNPACK on, off, or both (a matrix; default: the profile's).")
 @click.option("--resume", type=click.IntRange(min=1), metavar="RUN_ID",
               help="Measure only the pairs of RUN_ID not yet stored (default devices: the run's own).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
           jobs: int, variants: Optional[str], eval_file: Optional[str], input_shapes: Tuple[str, ...],
-          resume: Optional[int], accept_new_host_keys: bool, quiet: bool) -> None:
+          runtimes: Optional[str], thread_counts: Optional[str], xnnpack: Optional[str], resume: Optional[int],
+          accept_new_host_keys: bool, quiet: bool) -> None:
     """Benchmark an optimize output folder, or .tflite files you already have, on a device or a fleet; results go
     to SQLite as they arrive.
 
@@ -208,37 +216,18 @@ def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], 
             devices = stored_devices(store, resume)
     else:
         devices = _devices(device, fleet, tags)
+    from .bench_inputs import bench_source, matrix_of
+
+    matrix = matrix_of(runtimes, thread_counts, xnnpack, resume)  # options are checked before any file is read
     if Path(db).exists():  # a store that cannot be used is said before any file is read
         from ..results.store import Store
 
         Store.open(db).close()
-    folder = _bench_source(inputs, eval_file, input_shapes, resume)
+    folder = bench_source(inputs, eval_file, input_shapes, resume, _latest_run_folder)
     chosen = [v.strip() for v in variants.split(",")] if variants else None
-    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen)
+    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen, matrix)
     if not result.all_ok:
         sys.exit(1)
-
-
-def _bench_source(inputs: Tuple[str, ...], eval_file: Optional[str], input_shapes: Tuple[str, ...],
-                  resume: Optional[int]) -> Any:
-    """A run folder (one argument holding a manifest.json; none: the newest under runs/), else the files."""
-    from pathlib import Path
-
-    from ..errors import ConfigError
-    from ..results.imported import import_files, is_run_folder, parse_shapes
-
-    if not inputs:
-        if eval_file or input_shapes:
-            raise ConfigError("--eval and --input-shape are for .tflite files: name the files")
-        return None if resume else Path(_latest_run_folder())
-    if len(inputs) == 1 and is_run_folder(Path(inputs[0])) and not (eval_file or input_shapes):
-        return Path(inputs[0])
-    if resume is not None:
-        raise ConfigError("--resume measures the stored run: name no files with it")
-    imported = import_files(inputs, eval_file, parse_shapes(input_shapes))
-    for note in imported.notes:
-        click.echo(f"note: {note}", err=True)
-    return imported
 
 
 REPORT_FORMAT = click.option("--format", "formats", default=",".join(FORMATS), show_default=True,

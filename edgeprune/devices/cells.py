@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .bundle import FileSpec, sha256_file
 
@@ -32,16 +33,91 @@ def is_aa(cell: str) -> bool:
     return cell.endswith(AA_SUFFIX)
 
 
-def plan_cells(names: Sequence[str], baseline: Optional[str]) -> Dict[str, str]:
-    """Cell id -> variant, in plan order: the baseline and its A/A twin first (when the baseline can be measured),
-    then the other variants. The baseline is in every plan, asked for or not: every ratio needs it."""
-    cells: Dict[str, str] = {}
+#: A matrix cell's id is ``<variant>#<configuration label>`` (a variant name cannot contain '#').
+CONFIG_MARK = "#"
+#: The matrix dimensions `bench` takes (``--runtimes``, ``--threads``, ``--xnnpack``), in label order.
+DIMENSIONS = ("runtime", "threads", "xnnpack")
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The configurations to measure every variant in (issue 13): each dimension a list of values, or empty for
+    the device profile's own value. Labels name only the dimensions given, so they are the same on every device."""
+
+    runtimes: Tuple[str, ...] = ()
+    threads: Tuple[int, ...] = ()
+    xnnpack: Tuple[bool, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return max(1, len(self.runtimes)) * max(1, len(self.threads)) * max(1, len(self.xnnpack))
+
+    def configurations(self) -> List[Dict[str, Any]]:
+        """Each configuration as the plan cell keys it sets, in order (runtime slowest, XNNPACK fastest)."""
+        return [{k: v for k, v in (("runtime", r), ("threads", t), ("xnnpack", x)) if v is not None}
+                for r in (self.runtimes or (None,)) for t in (self.threads or (None,))
+                for x in (self.xnnpack or (None,))]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"runtimes": list(self.runtimes), "threads": list(self.threads), "xnnpack": list(self.xnnpack)}
+
+    @classmethod
+    def from_dict(cls, data: Optional[Dict[str, Any]]) -> "Matrix":
+        data = data or {}
+        return cls(tuple(data.get("runtimes") or ()), tuple(data.get("threads") or ()),
+                   tuple(data.get("xnnpack") or ()))
+
+
+def config_label(config: Dict[str, Any]) -> str:
+    """``ai_edge_litert/4t/no-xnnpack``: the configuration's given dimensions, in a cell id and the report."""
+    parts = []
+    if "runtime" in config:
+        parts.append(str(config["runtime"]))
+    if "threads" in config:
+        parts.append(f"{config['threads']}t")
+    if "xnnpack" in config:
+        parts.append("xnnpack" if config["xnnpack"] else "no-xnnpack")
+    return "/".join(parts)
+
+
+def split_cell(cell: str) -> Tuple[str, str]:
+    """(variant, configuration label) of a cell id; the label is "" outside a matrix. The A/A twin's suffix is kept
+    on the variant."""
+    twin = is_aa(cell)
+    core = cell[: -len(AA_SUFFIX)] if twin else cell
+    variant, _, label = core.partition(CONFIG_MARK)
+    return (aa_cell(variant) if twin else variant), label
+
+
+def plan_cells(names: Sequence[str], baseline: Optional[str],
+               matrix: Optional[Matrix] = None) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+    """Cell id -> (variant, configuration), in plan order: the reference and its A/A twin first (when it can be
+    measured), then every variant in every configuration. The reference is in every plan, asked for or not (every
+    ratio needs it); in a matrix, the reference cell is the reference variant in the first configuration, and only
+    it has a twin."""
+    configurations = (matrix or Matrix()).configurations()
+    several = len(configurations) > 1
+
+    def cell_id(name: str, config: Dict[str, Any]) -> str:
+        return f"{name}{CONFIG_MARK}{config_label(config)}" if several else name
+
+    cells: Dict[str, Tuple[str, Dict[str, Any]]] = {}
     if baseline is not None:
-        cells[baseline] = baseline
-        cells[aa_cell(baseline)] = baseline
-    for name in names:
-        cells.setdefault(name, name)
+        first = cell_id(baseline, configurations[0])
+        cells[first] = (baseline, configurations[0])
+        cells[aa_cell(first)] = (baseline, configurations[0])
+    for name in ([baseline] if baseline is not None else []) + list(names):
+        for config in configurations:
+            cells.setdefault(cell_id(name, config), (name, config))
     return cells
+
+
+def reference_cell(baseline: Optional[str], matrix: Optional[Matrix] = None) -> Optional[str]:
+    """The cell every ratio is taken against (see plan_cells)."""
+    if baseline is None:
+        return None
+    configurations = (matrix or Matrix()).configurations()
+    return f"{baseline}{CONFIG_MARK}{config_label(configurations[0])}" if len(configurations) > 1 else baseline
 
 
 def plan_limit(profile: "DeviceProfile", cells: int) -> float:
@@ -55,10 +131,11 @@ def new_seed() -> int:
     return random.SystemRandom().randrange(0, 2 ** 31 - 1)
 
 
-def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[str, str],
+def plan_document(profile: "DeviceProfile", cells: "Dict[str, Tuple[str, Dict[str, Any]]]", models: Dict[str, str],
                   eval_file: Optional[str], seed: int,
                   input_shapes: Optional[Dict[str, Dict[str, List[int]]]] = None) -> Dict[str, Any]:
-    """The plan (schemas/agent-plan.schema.json) for ``cells`` (cell id -> variant), ``models`` being each
+    """The plan (schemas/agent-plan.schema.json) for ``cells`` (cell id -> (variant, configuration: the cell keys
+    that override the profile's runtime/threads/xnnpack)), ``models`` being each
     variant's path on the device; ``eval_file`` None makes it latency-only (the agent generates inputs), and
     ``input_shapes`` gives a variant's dynamic inputs their shapes."""
     settings: Dict[str, Any] = {"runtime": profile.runtime, "threads": profile.threads,
@@ -70,8 +147,8 @@ def plan_document(profile: "DeviceProfile", cells: Dict[str, str], models: Dict[
         "plan_version": PLAN_VERSION, "eval": eval_file, "seed": seed, "samples": False,
         "rounds": {"min": profile.min_rounds, "max": profile.max_rounds, "target_ci": float(profile.target_ci),
                    "budget_s": float(profile.budget_s)},
-        "cells": [dict(settings, id=cell, model=models[variant], **_shapes(input_shapes, variant))
-                  for cell, variant in cells.items()],
+        "cells": [dict(settings, id=cell, model=models[variant], **config, **_shapes(input_shapes, variant))
+                  for cell, (variant, config) in cells.items()],
     }
 
 

@@ -53,7 +53,7 @@ def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolic
                 return report
             report["probe"] = probe.document
             paths = device.prepare([model, evaluation])
-            document = plan_document(checked, {"check": "check"}, {"check": paths[model.sha256]},
+            document = plan_document(checked, {"check": ("check", {})}, {"check": paths[model.sha256]},
                                      paths[evaluation.sha256], new_seed())
             spec = write_plan(Path(tmp), document)
             plan = device.run_plan(device.prepare([spec])[spec.sha256], 1, expected={"check": expected})

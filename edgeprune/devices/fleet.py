@@ -23,7 +23,7 @@ from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TI
 from ..results.plan_columns import cell_columns, plan_columns
 from ..results.imported import Imported
 from ..results.plan_result import PlanOutcome
-from .cells import is_aa, new_seed, plan_cells, plan_document, plan_limit, write_plan
+from .cells import Matrix, is_aa, new_seed, plan_cells, plan_document, plan_limit, reference_cell, write_plan
 from .plan import RunInputs, local_mismatches, open_source, status_counts, stored_devices
 from .kinds import open_device
 from .remote import TransferStats
@@ -154,7 +154,8 @@ class _Recorder:
         self.store.close()
 
 
-def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, str], done_before: Set[str],
+def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tuple[str, Dict[str, Any]]],
+                  done_before: Set[str],
                   db_path: Path, run_id: int, host_keys: HostKeyPolicy, stop: threading.Event,
                   progress: FleetProgress) -> DeviceSummary:
     """Measure every cell (cell id -> variant) on one device in one plan, and store one result per cell.
@@ -164,7 +165,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, st
     """
     summary = DeviceSummary(profile.name)
     recorder = _Recorder(db_path, run_id, profile.name, stop)
-    variants = list(dict.fromkeys(cells.values()))
+    variants = list(dict.fromkeys(variant for variant, _ in cells.values()))
     total = len(cells)
     halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, total))
 
@@ -214,7 +215,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, st
                                                 f"{profile.budget_s:g} s)", 0, total)
             try:
                 outcome = device.run_plan(plan_file, total, stop=halt,
-                                          expected={c: inputs.expected[v] for c, v in cells.items()})
+                                          expected={c: inputs.expected[v] for c, (v, _) in cells.items()})
             except DeviceError as exc:
                 fail_all(str(exc), halted()[0] if halt.is_set() else exc.kind)
                 return summary
@@ -235,12 +236,13 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, st
     return summary
 
 
-def _store_plan(outcome: PlanOutcome, cells: Dict[str, str], done_before: Set[str], inputs: RunInputs,
+def _store_plan(outcome: PlanOutcome, cells: Dict[str, Tuple[str, Dict[str, Any]]], done_before: Set[str],
+                inputs: RunInputs,
                 recorder: _Recorder, count: Callable[[str], None]) -> None:
     """The plan's row, then one result per cell pointing at it. A plan that failed as a whole does not replace
     cells measured before (a resume); a cell the host cannot process costs that cell only."""
     plan_id = recorder.record_plan(plan_columns(outcome))
-    for cell, variant in cells.items():
+    for cell, (variant, _) in cells.items():
         if not outcome.trusted and cell in done_before:
             continue
         try:
@@ -257,7 +259,7 @@ def _store_plan(outcome: PlanOutcome, cells: Dict[str, str], done_before: Set[st
 def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
           host_keys: HostKeyPolicy = HostKeyPolicy.REJECT, resume: Optional[int] = None,
           variants: Optional[Sequence[str]] = None, progress: Optional[FleetProgress] = None,
-          stop: Optional[threading.Event] = None) -> BenchResult:
+          stop: Optional[threading.Event] = None, matrix: Optional[Matrix] = None) -> BenchResult:
     """Benchmark every ok variant of ``folder`` (a run folder, or imported .tflite files) on ``devices``; results
     are stored as they arrive.
 
@@ -283,9 +285,12 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
                 raise ConfigError("bench needs at least one device")
             known, done = set(), set()
         names = list(source.names)
-        if resume is not None:  # the run is what it was: its own selection of variants, or a part of it
-            chosen = json.loads(store.run(resume)["options_json"] or "{}").get("variants")
+        if resume is not None:  # the run is what it was: its own selection of variants and its matrix
+            options = json.loads(store.run(resume)["options_json"] or "{}")
+            chosen = options.get("variants")
             names = [n for n in names if chosen is None or n in chosen]
+            matrix = Matrix.from_dict(options.get("matrix"))
+        matrix = matrix or Matrix()
         if variants:
             missing = [v for v in variants if v not in names]
             if missing:
@@ -297,7 +302,8 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
         local_bad = local_mismatches(inputs)
         if resume is None:
             run_id = store.create_run(source.run_folder, source.manifest,
-                                      {"jobs": jobs, "variants": names, "reference": baseline})
+                                      {"jobs": jobs, "variants": names, "reference": reference_cell(baseline, matrix),
+                                       "matrix": matrix.to_dict()})
         for device in devices:
             if device.name not in known:
                 store.add_device(run_id, device.name, device.kind, device.address, device.tags, device.to_dict())
@@ -307,7 +313,7 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
                                  {"status": "failed", "error_kind": LOCAL_FILE, "error_message": reason})
     finally:
         store.close()
-    cells = plan_cells([n for n in names if n not in local_bad], None if baseline in local_bad else baseline)
+    cells = plan_cells([n for n in names if n not in local_bad], None if baseline in local_bad else baseline, matrix)
     work = [d for d in devices if any((d.name, c) not in done for c in cells)]
     summaries: List[DeviceSummary] = []
     interrupted = stragglers = False

@@ -271,6 +271,9 @@ COLUMNS: Tuple[Column, ...] = (
            show=lambda v, row, view: "" if v is None or v != v else ("yes" if v else "no")),
     Column("invokes", when=MEASURED, read=_stored("runs")),
     Column("device_verdict", when=DEVICE, dtype="object", read=lambda d: d.verdict),
+    # a matrix bench (issue 13): the cell's configuration, and the one to ship per device x variant (frame sets it)
+    Column("config", dtype="object"),
+    Column("ship", dtype="object"),
 )
 
 NAMES: Tuple[str, ...] = tuple(column.name for column in COLUMNS)

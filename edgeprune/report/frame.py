@@ -20,6 +20,7 @@ from . import stats
 from .columns import ANSWERED, COLUMNS, DEVICE, HOST, MEASURED, NAMES, VS_BASELINE, Device, Pair, Relative
 from .noise import BASELINE, TWIN, DeviceFacts, all_facts, rounds_of
 from .verdict import device_verdict, speedup_verdict
+from ..devices.cells import is_aa, split_cell
 from ..results.imported import is_imported
 from ..results.store import Store
 
@@ -87,14 +88,15 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
         devices = [d["name"] for d in store.devices(run_id)]
     devices += sorted({device for device, _ in results} - set(devices))
     reference, imported = _reference(run)
-    base = next((v for v in variants if v["name"] == reference and v["status"] == "ok"), None)
+    base = next((v for v in variants if v["name"] == split_cell(reference)[0] and v["status"] == "ok"), None)
     rows: List[Dict[str, Any]] = []
     rounds: Dict[Key, Optional[List[float]]] = {}
     for device in devices:
         for variant in variants:
-            row, rounds[(device, variant["name"])] = _pair_row(run_id, device, variant, base,
-                                                               results.get((device, variant["name"])))
-            rows.append(row)
+            for cell in _cells(device, variant["name"], results):
+                row, rounds[(device, cell)] = _pair_row(run_id, device, dict(variant, name=cell), base,
+                                                        results.get((device, cell)))
+                rows.append(row)
     frame = pd.DataFrame(rows, columns=list(NAMES))
     for column in COLUMNS:
         if column.dtype:
@@ -102,9 +104,18 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
     facts = all_facts(devices, results, plans, reference)
     _relative_to_baseline(frame, results, facts, reference)
     _per_device(frame, facts, verdicts=not imported)
+    _ship(frame, facts)
     run_info = {key: run[key] for key in ("id", "created", "run_folder", "model_source", "dataset")}
     run_info["db"] = str(db)
     return RunReport(run_info, frame, rounds, facts)
+
+
+def _cells(device: str, variant: str, results: Dict[Key, Dict[str, Any]]) -> List[str]:
+    """The cells of ``variant`` measured on ``device``: itself, or one per configuration of a matrix bench
+    (``variant#ai_edge_litert/4t``, devices.cells), in the order they were stored; the A/A twin is no row."""
+    found = [cell for (name, cell) in results if name == device and not is_aa(cell)
+             and split_cell(cell)[0] == variant and cell != variant]
+    return found or [variant]
 
 
 def _reference(run: Dict[str, Any]) -> "tuple[str, bool]":
@@ -147,6 +158,38 @@ def _per_device(frame: Any, facts: Dict[str, DeviceFacts], verdicts: bool = True
         figures = Device(facts[device].band, " | ".join(facts[device].verdicts))
         for column in columns:
             frame.loc[rows.index, column.name] = column.read(figures)
+
+
+#: "Keeps accuracy": within this many points of the variant's best configuration on that device.
+SHIP_ACCURACY_POINTS = 0.5
+
+
+def _ship(frame: Any, facts: Dict[str, DeviceFacts]) -> None:
+    """In a matrix bench: each row's configuration, and per device x variant the fastest configuration that keeps
+    accuracy (its p50 the lowest among the measured ones whose accuracy is within SHIP_ACCURACY_POINTS of the best;
+    accuracy unknown, latency only: the fastest), with a line under the device's table."""
+    frame["config"] = [split_cell(name)[1] or None for name in frame["variant"]]
+    frame["ship"] = None
+    if frame["config"].isna().all():
+        return
+    frame["base_variant"] = [split_cell(name)[0] for name in frame["variant"]]
+    for (device, variant), rows in frame.groupby(["device", "base_variant"], sort=False):
+        measured = rows[(rows["status"] == "ok") & rows["p50_us"].notna()]
+        if measured.empty or rows["config"].isna().all():
+            continue
+        accuracy = measured["device_accuracy"]
+        keep = measured if accuracy.isna().all() else measured[
+            accuracy >= accuracy.max() - SHIP_ACCURACY_POINTS / 100]
+        best = keep["p50_us"].idxmin()
+        frame.loc[rows.index, "ship"] = rows.index == best
+        row = frame.loc[best]
+        width = row["p50_half_width"]
+        facts[device].verdicts.append(
+            f"Ship this: {variant} on {row['config']}: p50 {row['p50_us']:.4g} µs"
+            + (f" ({stats.percent(width)})" if width == width and width is not None else "")
+            + f", fastest of {len(measured)} measured configuration{'s' if len(measured) != 1 else ''}"
+            + ("" if accuracy.isna().all() else f" within {SHIP_ACCURACY_POINTS:g} pts of its best accuracy"))
+    frame.drop(columns=["base_variant"], inplace=True)
 
 
 def compare(db: "str | Path", run_id: Optional[int] = None) -> Any:
