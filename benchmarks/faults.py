@@ -6,7 +6,8 @@ after), the link blackholed during an upload and during a measurement (an nftabl
 device's namespace), the device's host key changed, the bench itself SIGKILLed mid-run (then --resume), and the store
 locked by another process for 40 s mid-run. The fault controls are the lab tests' (tests/support/faults.py, used by tests/lab/test_lab_hangs.py),
 the devices tests/support/lab's. Every wait is bounded: a bench still running BOUND s after its fault is counted
-as hung and killed.
+as hung and killed. A bench sends each device one measurement plan (issue 12): its pairs are the cells of that plan
+(the variants, the baseline and its A/A twin), stored when the plan ends, and a fault during it fails all of them.
 
     .venv/bin/python benchmarks/faults.py [--run FOLDER] [--faults killed,frozen,...]
 
@@ -35,13 +36,19 @@ import _runfolder  # noqa: E402,F401  (puts tests/ on sys.path, for support)
 from support.faults import (AGENT_GRACE, EDGEPRUNE, UPLOAD_LINK, UPLOADS, agent_runs, blackholed,  # noqa: E402
                             frozen, kill_agents, partial_uploads, poll, rekey, sha_of, start_bench, stored)
 from support.lab import LabDevice, LinkSpec, lab  # noqa: E402
+from support.store_rows import latest_run_id, plan_cells  # noqa: E402
 
-#: Three small variants, measured in this order; the faults strike while the second one is measured.
+#: Three small variants; the plan measures them with the baseline and its A/A twin (CELLS) in rounds of 1 s visits.
 VARIANTS = ("pruned-dynamic", "pruned-int8", "pruned-float16")
-PROFILE: Dict[str, object] = dict(connect_timeout=3, command_timeout=15, transfer_timeout=10, min_seconds=3, runs=5,
-                                  warmup=1)
+CELLS = plan_cells(VARIANTS)
+PROFILE: Dict[str, object] = dict(connect_timeout=3, command_timeout=5, transfer_timeout=10, min_seconds=1, runs=5,
+                                  warmup=1, budget_s=10)
+#: The host's deadline for a plan of CELLS (cells.plan_limit: budget_s + cells x command_timeout).
+PLAN_LIMIT = float(PROFILE["budget_s"]) + len(CELLS) * float(PROFILE["command_timeout"])  # type: ignore[arg-type]
 #: When an agent the host could not stop ends by itself at the latest (its --deadline, from its start).
-AGENT_DEADLINE = float(PROFILE["command_timeout"]) + AGENT_GRACE  # type: ignore[arg-type]
+AGENT_DEADLINE = PLAN_LIMIT + AGENT_GRACE
+#: Mid-run faults strike once the device's agent has been measuring its plan this long (its cells are loaded).
+STRIKE_AFTER = 3.0
 #: A bench still running this long after its fault is hung: killed, and reported so.
 BOUND = 150.0
 LOCK_SECONDS = 40.0
@@ -134,12 +141,12 @@ def every_pair(expected: int) -> Callable[[Rows], bool]:
 
 
 def mid_run(db: Path, workdir: Path, proc: subprocess.Popen) -> Rows:
-    """Wait until the first pair is stored ok and the next agent measures (1 s into it); the rows stored by then."""
-    reached = poll(lambda: proc.poll() is not None or (bool(ok_rows(db)) and agent_runs(workdir) > 0), 120)
+    """Wait until the device's agent has measured its plan for STRIKE_AFTER s; the rows stored ok by then (none of
+    this bench's: a plan's cells are stored when it ends)."""
+    reached = poll(lambda: proc.poll() is not None or agent_runs(workdir, min_age=STRIKE_AFTER) > 0, 120)
     if reached is None or proc.poll() is not None:
         proc.kill()
-        raise RuntimeError(f"the bench never got to its second pair (exit {proc.poll()})")
-    time.sleep(1.0)
+        raise RuntimeError(f"the bench never got to measure its plan (exit {proc.poll()})")
     return ok_rows(db)
 
 
@@ -161,7 +168,7 @@ def one_device(ctx: Context, name: str, kind: str, link: Optional[LinkSpec] = No
 
 
 def outcome(title: str, recorded: Optional[float], code: str, db: Path, device: LabDevice, before: Rows,
-            expected: int = len(VARIANTS), note: str = "") -> Outcome:
+            expected: int = len(CELLS), note: str = "") -> Outcome:
     """What the store and the device show once the bench is over."""
     rows = by_pair(db)
     latest = max((run for run, _, _ in rows), default=0)
@@ -181,12 +188,12 @@ def killed(device: LabDevice) -> Iterator[float]:
 def struck_mid_run(ctx: Context, name: str, title: str, kind: str,
                    strike: Callable[[LabDevice], "contextlib.AbstractContextManager[float]"]) -> Outcome:
     """VARIANTS benched on one device; ``strike`` (a context manager yielding when it struck) is entered while the
-    second pair measures and left once the bench has exited."""
+    plan is measured and left once the bench has exited."""
     with one_device(ctx, name, kind) as (device, fleet, db, where):
         proc = bench(ctx, where, fleet, db, VARIANTS)
         before = mid_run(db, device.workdir, proc)
         with strike(device) as struck:
-            recorded, code = watch(proc, db, every_pair(len(VARIANTS)), struck)
+            recorded, code = watch(proc, db, every_pair(len(CELLS)), struck)
         return outcome(title, recorded, code, db, device, before)
 
 
@@ -211,9 +218,9 @@ def blackholed_upload(ctx: Context) -> Outcome:
             proc.kill()
             raise RuntimeError("the upload never started")
         with blackholed(device) as struck:
-            recorded, code = watch(proc, db, every_pair(len(UPLOADS)), struck)
+            recorded, code = watch(proc, db, every_pair(len(plan_cells(UPLOADS))), struck)
         return outcome("blackholed during an upload (4 Mbit/s, transfer_timeout 5)", recorded, code, db, device, {},
-                       expected=len(UPLOADS))
+                       expected=len(plan_cells(UPLOADS)))
 
 
 def host_key_changed(ctx: Context) -> Outcome:
@@ -222,11 +229,11 @@ def host_key_changed(ctx: Context) -> Outcome:
         before = ok_rows(db)
         rekey(device)
         struck = time.monotonic()
-        recorded, code = watch(bench(ctx, where, fleet, db, VARIANTS), db, every_pair(len(VARIANTS)), struck)
+        recorded, code = watch(bench(ctx, where, fleet, db, VARIANTS), db, every_pair(len(CELLS)), struck)
         blobs = device.workdir / "blobs"  # the first bench sent VARIANTS[0]; the refused one must send nothing
         uploads = sum(1 for v in VARIANTS[1:] if any(blobs.glob(sha_of(ctx.manifest, v) + "*")))
         return outcome("host key changed (between two benches)", recorded, code, db, device, before,
-                       note=f"the first bench's pair included; files uploaded after the change: {uploads}")
+                       note=f"the first bench's cells included; files uploaded after the change: {uploads}")
 
 
 def host_killed(ctx: Context) -> Outcome:
@@ -242,9 +249,9 @@ def host_killed(ctx: Context) -> Outcome:
         def count() -> None:  # measuring agents: one that finds the device's lock taken exits within a second
             most[0] = max(most[0], agent_runs(device.workdir, min_age=2.0))
 
-        resume = bench(ctx, where, fleet, db, VARIANTS, "--resume", str(max(run for run, _, _ in before)))
+        resume = bench(ctx, where, fleet, db, VARIANTS, "--resume", str(latest_run_id(db)))
         recorded, code = watch(resume, db, lambda rows: sum(r["status"] == "ok" for r in rows.values())
-                               >= len(VARIANTS), struck, count)
+                               >= len(CELLS), struck, count)
         return outcome("host SIGKILLed mid-run, then --resume", recorded, f"-9, resume {code}", db, device, before,
                        note=f"orphaned agents when the host died: {orphans}; most agent runs at once during "
                             f"--resume: {most[0]}")
@@ -269,7 +276,7 @@ def store_locked(ctx: Context) -> Outcome:
         proc = bench(ctx, where, fleet, db, VARIANTS)
         before = mid_run(db, device.workdir, proc)
         with locked(db) as struck:
-            recorded, code = watch(proc, db, every_pair(len(VARIANTS)), struck)
+            recorded, code = watch(proc, db, every_pair(len(CELLS)), struck)
         unsaved = db.with_name(db.name + ".unsaved.jsonl")
         return outcome(f"store locked {LOCK_SECONDS:g} s by another process (mid-run)", recorded, code, db, device,
                        before, note=f"side file of unsaved results: {'yes' if unsaved.exists() else 'none'}")
