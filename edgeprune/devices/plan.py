@@ -128,9 +128,12 @@ def local_mismatches(inputs: RunInputs) -> Dict[str, str]:
             bad[name] = f"{spec.local.name} cannot be read in the run folder: {exc.strerror or exc}"
             continue
         if actual != spec.sha256:
-            bad[name] = (f"{spec.local.name} no longer matches what was recorded (sha256 "
-                         f"{actual[:12]}, recorded {spec.sha256[:12]}): re-run `edgeprune optimize`, or bench "
-                         f"the files again")
+            if inputs.manifest is not None:
+                bad[name] = (f"{spec.local.name} in the run folder no longer matches the manifest (sha256 "
+                             f"{actual[:12]}, manifest {spec.sha256[:12]}): re-run `edgeprune optimize`")
+            else:
+                bad[name] = (f"{spec.local} changed since it was imported (sha256 {actual[:12]}, then "
+                             f"{spec.sha256[:12]}): bench the files again")
     return bad
 
 
