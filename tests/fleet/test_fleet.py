@@ -164,7 +164,7 @@ def test_corrupted_upload_is_detected(digits_run, make_device, tmp_path):
     # the local file is checked once, before any upload: that variant fails with the real reason, the rest run
     bad = stored["pruned-int8"]
     assert bad["status"] == "failed" and bad["error_kind"] == "local-file"
-    assert "no longer matches what was recorded" in bad["error_message"]  # the manifest's sha256
+    assert "no longer matches the manifest" in bad["error_message"]
     assert "re-run `edgeprune optimize`" in bad["error_message"]
     assert all(r["status"] == "ok" for name, r in stored.items() if name != "pruned-int8")
     blobs = device.workdir / "blobs"
