@@ -200,14 +200,20 @@ def too_deep_or_large(value: Any, depth: int = 0) -> Optional[str]:
     return None
 
 
-def failed_transport(result: CommandResult, text: str, python: str) -> Optional[AgentOutcome]:
+#: What set the limit a timed-out agent ran into, per document it was to print.
+LIMITS = {"agent-result": "command_timeout",
+          "agent-plan-result": "the plan's deadline: budget_s + cells x command_timeout"}
+
+
+def failed_transport(result: CommandResult, text: str, python: str,
+                     limit: str = "command_timeout") -> Optional[AgentOutcome]:
     """Outcomes decided by how the command ended rather than by what it printed."""
     if result.interrupted:
         return AgentOutcome("failed", error_kind=INTERRUPTED, message="interrupted (Ctrl-C); the agent was stopped",
                             raw=text[-EXCERPT:])
     if result.timed_out:
         return AgentOutcome("failed", error_kind=TIMEOUT,
-                            message=f"the agent did not finish within {result.limit:g} s (command_timeout); "
+                            message=f"the agent did not finish within {result.limit:g} s ({limit}); "
                                     f"it was stopped on the device", raw=text[-EXCERPT:])
     if result.connection_lost:
         return AgentOutcome("failed", error_kind=CONNECTION_LOST,
@@ -243,7 +249,7 @@ def read_output(result: CommandResult, token: Optional[str], python: str, schema
         outcome.notes = outcome.notes or reading.notes
         return reading
 
-    transport = failed_transport(result, text, python)
+    transport = failed_transport(result, text, python, LIMITS.get(schema, "command_timeout"))
     if transport is not None:
         return stop("transport", transport)
     if result.truncated:

@@ -232,7 +232,10 @@ def test_garbage_and_unframed_output_is_invalid(real_plan):
         assert outcome.status == "invalid" and outcome.error_kind == "invalid-output", (name, outcome.message)
         assert outcome.cells == {} and outcome.stopped_by is None, name
     timed_out = CommandResult(124, b"", b"", timed_out=True, limit=10)
-    assert judge_plan(timed_out, token, expected).status == "failed"
+    late = judge_plan(timed_out, token, expected)
+    assert late.status == "failed" and late.error_kind == "timeout"
+    # the limit a plan runs into is the plan's deadline, not command_timeout alone
+    assert "within 10 s (the plan's deadline: budget_s + cells x command_timeout)" in late.message, late.message
 
 
 def _frame_raw(body: bytes, token: str) -> bytes:
