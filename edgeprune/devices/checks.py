@@ -56,7 +56,9 @@ def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolic
             document = plan_document(checked, {"check": ("check", {})}, {"check": paths[model.sha256]},
                                      paths[evaluation.sha256], new_seed())
             spec = write_plan(Path(tmp), document)
-            plan = device.run_plan(device.prepare([spec])[spec.sha256], 1, expected={"check": expected})
+            plan_file = device.prepare([spec])[spec.sha256]
+            plan = device.run_plan(plan_file, 1, expected={"check": expected})
+            device.discard(plan_file)
     except EdgepruneError as exc:
         report["reason"] = str(exc)
         return report

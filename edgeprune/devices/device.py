@@ -84,6 +84,9 @@ class Device:
         """One ``plan`` run with the device's lock; the kind's own transport (deadline: cells.plan_limit)."""
         raise NotImplementedError
 
+    def discard(self, path: str) -> None:
+        """Remove a file put there for one bench only (its plan), best effort; nothing by default."""
+
     def stop_group(self, pgid: int) -> bool:
         """Stop a process group on the device (an orphaned agent); True when it is gone."""
         raise NotImplementedError

@@ -219,6 +219,8 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
             except DeviceError as exc:
                 fail_all(str(exc), halted()[0] if halt.is_set() else exc.kind)
                 return summary
+            if not halt.is_set():
+                device.discard(plan_file)
             if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
                 outcome.error_kind, outcome.message = TIMEOUT, halted()[1]
             if not outcome.trusted:  # one line for the whole device (the CLI prints it under the counts)

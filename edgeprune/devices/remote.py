@@ -247,6 +247,10 @@ class RemoteDevice(Device):
     def stop_group(self, pgid: int) -> bool:
         return self.connection.stop_group(pgid, self.python)
 
+    def discard(self, path: str) -> None:
+        """A bench's plan is used once (a new seed every time): it does not stay in the device's blobs."""
+        self._remove_quietly(path)
+
     def probe(self) -> AgentOutcome:
         self.prepare([])
         token = new_token()
