@@ -7,15 +7,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
 from ..resources import agent_dir
 
-if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
-    from .profiles import DeviceProfile
-
 AGENT_DIR = agent_dir()
-#: Seconds the agent may outlive the host's command_timeout before it stops itself (when the host lost the link).
+#: Seconds the agent may outlive the host's deadline for it before it stops itself (when the host lost the link).
 AGENT_DEADLINE_GRACE = 30.0
 
 
@@ -55,22 +52,6 @@ def agent_bundle_hash() -> str:
 def controller() -> str:
     """Who starts agents: ``host:pid`` of this edgeprune process, written into the device's agent lock."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def agent_argv(python: str, profile: DeviceProfile, model: str, eval_file: str, token: str,
-               lock: Optional[str] = None) -> List[str]:
-    argv = [python, "-m", "device_agent", "run", model, "--eval", eval_file,
-            "--runtime", profile.runtime, "--threads", str(profile.threads),
-            "--warmup", str(profile.warmup), "--runs", str(profile.runs),
-            "--min-seconds", str(profile.min_seconds), "--samples", "--frame", token,
-            "--deadline", str(profile.command_timeout + AGENT_DEADLINE_GRACE)]
-    if lock:
-        argv += ["--lock", lock, "--controller", controller()]
-    if profile.no_xnnpack:
-        argv.append("--no-xnnpack")
-    if profile.delegate:
-        argv += ["--delegate", profile.delegate]
-    return argv
 
 
 def plan_argv(python: str, plan_file: str, token: str, limit: float, lock: Optional[str] = None) -> List[str]:

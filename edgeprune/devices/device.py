@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations only: profiles imports the kinds registry
 
 
 class Device:
-    """One device: ``prepare`` puts files there, ``run_agent`` measures one model. Never raises mid-fleet
+    """One device: ``prepare`` puts files there, ``run_plan`` measures a plan. Never raises mid-fleet
     for agent problems (those are outcomes); raises DeviceError when the device itself fails.
 
     ``stop`` is anything with ``is_set()``: Ctrl-C, or the device's overall deadline (see fleet.DeviceStop).
@@ -43,21 +43,16 @@ class Device:
     def prepare(self, files: Sequence[FileSpec], stop: Any = None) -> Dict[str, str]:
         raise NotImplementedError
 
-    def run_agent(self, model: str, eval_file: str, stop: Any = None,
-                  expected: Optional[Expected] = None) -> AgentOutcome:
-        """Measure one model, never beside another agent: the agent holds the device's lock while it measures.
+    def run_plan(self, plan_file: str, cells: int, stop: Any = None,
+                 expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
+        """Measure a plan (its file already on the device, see ``prepare``) of ``cells`` cells, never beside
+        another agent: the agent holds the device's lock while it measures; ``expected`` is per cell id.
 
         When the lock is taken, the holder is either an orphan (its controller was an edgeprune process on this
         machine that is gone: a crashed or SIGKILLed bench) and is stopped, or a live bench, and is waited for,
         every LOCK_POLL seconds until ``stop`` (Ctrl-C or the device's deadline). A holder is never stopped on
         another controller's behalf.
         """
-        return self._with_lock(lambda: self.measure_once(model, eval_file, stop, expected), stop)
-
-    def run_plan(self, plan_file: str, cells: int, stop: Any = None,
-                 expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
-        """Measure a plan (its file already on the device, see ``prepare``) of ``cells`` cells, with the device's
-        lock held as ``run_agent`` holds it; ``expected`` is per cell id."""
         return self._with_lock(lambda: self.plan_once(plan_file, cells, stop, expected), stop)
 
     def _with_lock(self, attempt: Callable[[], _Outcome], stop: Any) -> _Outcome:
@@ -74,10 +69,6 @@ class Device:
             if stop is not None and stop.is_set():
                 return outcome
             time.sleep(LOCK_POLL)
-
-    def measure_once(self, model: str, eval_file: str, stop: Any, expected: Optional[Expected]) -> AgentOutcome:
-        """One agent run with the device's lock; the kind's own transport."""
-        raise NotImplementedError
 
     def plan_once(self, plan_file: str, cells: int, stop: Any,
                   expected: Optional[Dict[str, Expected]]) -> PlanOutcome:

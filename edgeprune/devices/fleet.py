@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..results import manifest as manifest_io
 from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TIMEOUT
 from ..results.plan_columns import cell_columns, plan_columns
 from ..results.imported import Imported
@@ -185,9 +184,6 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
         summary.reason = reason
         progress.device_state(profile.name, f"failed: {reason}", 0, total)
 
-    def halted() -> Tuple[str, str]:
-        return halt.reason()
-
     try:
         with open_device(profile, host_keys) as device, tempfile.TemporaryDirectory(prefix="edgeprune-plan-") as tmp:
             progress.device_state(profile.name, "connecting", 0, total)
@@ -202,14 +198,14 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
                 plan_file = device.prepare([spec], stop=halt)[spec.sha256]
             except DeviceError as exc:
                 if halt.is_set():
-                    kind, reason = halted()
+                    kind, reason = halt.reason()
                 else:
                     named = isinstance(exc, (HostKeyError, PythonMissingError))
                     kind, reason = (exc.kind if named else DEPLOY), str(exc)
                 fail_all(reason, kind)
                 return summary
             if halt.is_set():
-                fail_all(*reversed(halted()))
+                fail_all(*reversed(halt.reason()))
                 return summary
             progress.device_state(profile.name, f"measuring {total} cells in rounds (budget "
                                                 f"{profile.budget_s:g} s)", 0, total)
@@ -217,19 +213,19 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
                 outcome = device.run_plan(plan_file, total, stop=halt,
                                           expected={c: inputs.expected[v] for c, (v, _) in cells.items()})
             except DeviceError as exc:
-                fail_all(str(exc), halted()[0] if halt.is_set() else exc.kind)
+                fail_all(str(exc), halt.reason()[0] if halt.is_set() else exc.kind)
                 return summary
             if not halt.is_set():
                 device.discard(plan_file)
             if outcome.error_kind == INTERRUPTED and halt.expired and not stop.is_set():
-                outcome.error_kind, outcome.message = TIMEOUT, halted()[1]
+                outcome.error_kind, outcome.message = TIMEOUT, halt.reason()[1]
             if not outcome.trusted:  # one line for the whole device (the CLI prints it under the counts)
                 summary.reason = f"{outcome.error_kind or outcome.status}: {outcome.message}"
             _store_plan(outcome, cells, done_before, inputs, recorder, count)
             summary.transfer = getattr(device, "stats", TransferStats())
         progress.device_state(profile.name, "done", total, total)
     except DeviceError as exc:
-        fail_all(str(exc), halted()[0] if halt.is_set() else exc.kind)
+        fail_all(str(exc), halt.reason()[0] if halt.is_set() else exc.kind)
     except Exception as exc:  # one device's bug must not stop the fleet: record it
         fail_all(f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
     finally:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..errors import DeviceError
 from ..results.agent_result import AgentOutcome, Expected, judge, new_token
 from ..results.plan_result import PlanOutcome, judge_plan
-from .bundle import AGENT_DIR, FileSpec, agent_argv, plan_argv, sha256_file
+from .bundle import AGENT_DIR, FileSpec, plan_argv, sha256_file
 from .cells import plan_limit
 from .command import MAX_OUTPUT_BYTES, CommandResult
 from .device import Device
@@ -68,12 +68,6 @@ class LocalDevice(Device):
     @property
     def lock(self) -> str:
         return str(Path(tempfile.gettempdir()) / f"edgeprune-agent-{os.getuid()}.lock")
-
-    def measure_once(self, model: str, eval_file: str, stop: Any = None,
-                     expected: Optional[Expected] = None) -> AgentOutcome:
-        token = new_token()
-        result = self._run(agent_argv(self.python, self.profile, model, eval_file, token, self.lock), stop)
-        return judge(result, token, expected, python=self.python)
 
     def plan_once(self, plan_file: str, cells: int, stop: Any = None,
                   expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:

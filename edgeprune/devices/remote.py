@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from ..errors import DeviceError
 from ..results.agent_result import AgentOutcome, Expected, judge, new_token
 from ..results.plan_result import PlanOutcome, judge_plan
-from .bundle import FileSpec, agent_argv, agent_bundle_hash, agent_files, plan_argv, sha256_file
+from .bundle import FileSpec, agent_bundle_hash, agent_files, plan_argv, sha256_file
 from .cells import plan_limit
 from .device import Device, stopped_note
 from .ssh import Connection, HostKeyPolicy
@@ -230,13 +230,6 @@ class RemoteDevice(Device):
         elif result.timed_out or result.interrupted:
             outcome = stopped_note(outcome, False, self.profile.name)
         return outcome
-
-    def measure_once(self, model: str, eval_file: str, stop: Any = None,
-                     expected: Optional[Expected] = None) -> AgentOutcome:
-        token = new_token()
-        lock = posixpath.join(self.workdir, "agent.lock")
-        argv = agent_argv(self.python, self.profile, model, eval_file, token, lock)
-        return self._run_framed(argv, token, stop, expected)
 
     def plan_once(self, plan_file: str, cells: int, stop: Any = None,
                   expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:

@@ -172,8 +172,8 @@ def _ship(frame: Any, facts: Dict[str, DeviceFacts]) -> None:
     frame["ship"] = None
     if frame["config"].isna().all():
         return
-    frame["base_variant"] = [split_cell(name)[0] for name in frame["variant"]]
-    for (device, variant), rows in frame.groupby(["device", "base_variant"], sort=False):
+    variants = frame["variant"].map(lambda name: split_cell(name)[0]).rename("base_variant")
+    for (device, variant), rows in frame.groupby([frame["device"], variants], sort=False):
         measured = rows[(rows["status"] == "ok") & rows["p50_us"].notna()]
         if measured.empty or rows["config"].isna().all():
             continue
@@ -189,7 +189,6 @@ def _ship(frame: Any, facts: Dict[str, DeviceFacts]) -> None:
             + (f" ({stats.percent(width)})" if width == width and width is not None else "")
             + f", fastest of {len(measured)} measured configuration{'s' if len(measured) != 1 else ''}"
             + ("" if accuracy.isna().all() else f" within {SHIP_ACCURACY_POINTS:g} pts of its best accuracy"))
-    frame.drop(columns=["base_variant"], inplace=True)
 
 
 def compare(db: "str | Path", run_id: Optional[int] = None) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -237,6 +237,18 @@ class Reading:
     notes: List[str] = field(default_factory=list)
 
 
+def document_verdict(document: Dict[str, Any], exit_status: int) -> Optional[Tuple[str, Any, Any]]:
+    """(status, error kind, message) when a schema-valid document is not an ok result, else None; shared by the
+    ``run`` and ``plan`` readers. ``busy``: another agent held the device's lock; nothing was measured, so it is
+    retried (failed). Any other error the agent reports is final; ok with a non-zero exit cannot be trusted."""
+    if document.get("status") != "ok":
+        err = document.get("error") or {}
+        return ("failed" if err.get("kind") == BUSY else "error"), err.get("kind"), err.get("message")
+    if exit_status != 0:
+        return "invalid", INVALID_OUTPUT, f"agent said ok but exited with status {exit_status}"
+    return None
+
+
 def read_output(result: CommandResult, token: Optional[str], python: str, schema: str) -> Reading:
     """The shared front half of every reader of the agent's stdout: how the command ended, the frame, strict JSON
     with size and depth limits, then the boundary's JSON Schema."""
@@ -308,14 +320,9 @@ def judge(result: CommandResult, token: Optional[str] = None, expected: Optional
         mismatch = sha256_mismatch(document, expected)  # an error about another file is no verdict on this one
         if mismatch:
             return AgentOutcome("invalid", document, SHA256_MISMATCH, mismatch, notes=notes)
-    if document.get("status") != "ok":
-        err = document.get("error") or {}
-        # busy: another agent held the device's lock; nothing was measured, so the pair is retried (failed)
-        status = "failed" if err.get("kind") == BUSY else "error"
-        return AgentOutcome(status, document, err.get("kind"), err.get("message"), notes=notes)
-    if result.exit_status != 0:
-        return AgentOutcome("invalid", document, INVALID_OUTPUT,
-                            f"agent said ok but exited with status {result.exit_status}", notes=notes)
+    said = document_verdict(document, result.exit_status)
+    if said is not None:
+        return AgentOutcome(said[0], document, said[1], said[2], notes=notes)
     if document.get("command") == "run":
         mismatch = sha256_mismatch(document, expected)
         if mismatch:

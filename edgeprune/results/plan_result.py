@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional
 
 from ..devices.command import CommandResult
 from .agent_checks import Expected, inconsistency, sha256_mismatch
-from .agent_result import (BUSY, EXCERPT, INCONSISTENT, INVALID_OUTPUT, SHA256_MISMATCH, read_output,
-                           reject_constant, too_deep_or_large)
+from .agent_result import (EXCERPT, INCONSISTENT, SHA256_MISMATCH, document_verdict, read_output, reject_constant,
+                           too_deep_or_large)
 
 #: The schema_version of the plan protocol's documents (device_agent.PLAN_SCHEMA_VERSION).
 PLAN_SCHEMA_VERSION = 2
@@ -184,13 +184,9 @@ def _parse(result: CommandResult, token: Optional[str], python: str) -> "PlanOut
         failed = reading.failure
         return PlanOutcome(failed.status, None, failed.error_kind, failed.message, failed.raw, notes=failed.notes)
     document, notes = reading.document, reading.notes
-    if document.get("status") != "ok":
-        err = document.get("error") or {}
-        status = "failed" if err.get("kind") == BUSY else "error"
-        return PlanOutcome(status, document, err.get("kind"), err.get("message"), notes=notes)
-    if result.exit_status != 0:
-        return PlanOutcome("invalid", document, INVALID_OUTPUT,
-                           f"agent said ok but exited with status {result.exit_status}", notes=notes)
+    said = document_verdict(document, result.exit_status)
+    if said is not None:
+        return PlanOutcome(said[0], document, said[1], said[2], notes=notes)
     return PlanOutcome("ok", document, notes=notes)
 
 
