@@ -28,6 +28,8 @@ MAX_RANK = 16
 MAX_DIM = 2 ** 31 - 1
 MAX_CELLS = 256
 MAX_PLAN_BYTES = 1 << 20
+#: Seconds one cell's per-op profiler run may take (the host's plan deadline allows for it: devices/cells.py).
+OP_PROFILE_DEADLINE_S = 120.0
 
 
 def _bad(message: str) -> AgentError:
@@ -109,7 +111,8 @@ def validate_plan(raw: Any, base: str) -> Dict[str, Any]:
 
     Relative paths are taken from the plan file's folder.
     """
-    _check_keys(raw, "the plan", ("plan_version", "cells"), ("eval", "seed", "rounds", "samples", "max_eval"))
+    _check_keys(raw, "the plan", ("plan_version", "cells"),
+                ("eval", "seed", "rounds", "samples", "max_eval", "op_profile", "op_profiler", "sustained"))
     if raw["plan_version"] != PLAN_VERSION or isinstance(raw["plan_version"], bool):
         raise _bad("plan_version %r is not supported by this agent (it runs plan_version %d)"
                    % (raw["plan_version"], PLAN_VERSION))
@@ -140,7 +143,27 @@ def validate_plan(raw: Any, base: str) -> Dict[str, Any]:
     if len(set(ids)) != len(ids):
         raise _bad("cell ids must be unique; repeated: %s"
                    % ", ".join(sorted({i for i in ids if ids.count(i) > 1})))
+    _extras(raw, plan, ids)
     return plan
+
+
+def _extras(raw: Dict[str, Any], plan: Dict[str, Any], ids: List[str]) -> None:
+    """``op_profile``, ``op_profiler`` and ``sustained`` (issue 13): what the plan does after its rounds."""
+    plan["op_profile"] = raw.get("op_profile", False)
+    if not isinstance(plan["op_profile"], bool):
+        raise _bad("op_profile must be true or false")
+    tool = raw.get("op_profiler")
+    if tool is not None and (not isinstance(tool, str) or not 1 <= len(tool) <= 4096):
+        raise _bad("op_profiler must be null or a path of 1-4096 characters")
+    plan["op_profiler"] = tool
+    sustained = raw.get("sustained")
+    if sustained is not None:
+        _check_keys(sustained, "sustained", ("cell", "seconds"), ())
+        if sustained["cell"] not in ids:
+            raise _bad("sustained.cell %s is not a cell of the plan" % json.dumps(sustained["cell"])[:140])
+        sustained = {"cell": sustained["cell"],
+                     "seconds": _number(sustained["seconds"], "sustained.seconds", 0.0, 86400.0, open_low=True)}
+    plan["sustained"] = sustained
 
 
 def read_plan(path: str) -> Dict[str, Any]:
@@ -245,7 +268,32 @@ def cmd_plan(plan: Dict[str, Any], doc: Dict[str, Any]) -> None:
                                                       lc.prepared, y)
         except AgentError as exc:
             _cell_error(out, exc)
+    _after_rounds(plan, [(lc, out) for lc, out in loaded if out["status"] == "ok"], doc)
     doc["rss_peak_kib"] = measure.rss_peak_kib()
+
+
+def _after_rounds(plan: Dict[str, Any], measured: List[Any], doc: Dict[str, Any]) -> None:
+    """The sustained run, then the op profiles: after the rounds, so neither heats or loads the device while the
+    cells are compared. The A/A twin is not profiled (its file and settings are the baseline's)."""
+    from . import sustained
+
+    wanted = plan["sustained"]
+    if wanted is not None:
+        lc = next((lc for lc, out in measured if lc.id == wanted["cell"]), None)
+        if lc is not None:
+            doc["sustained"] = sustained.run_sustained(lc.interpreter, lc.feeds, lc.id, wanted["seconds"])
+        else:
+            failed = AgentError(DATA_MISMATCH, "the cell %s was not measured, so it was not kept running"
+                                % json.dumps(wanted["cell"])[:140])
+            doc["sustained"] = {"cell": wanted["cell"], "seconds": wanted["seconds"], "stopped_by": "error",
+                                "error": failed.to_json(), "sources": sustained.sensors(), "samples": []}
+    if plan["op_profile"]:
+        from . import opprofile
+
+        for lc, out in measured:
+            if not lc.id.endswith("@aa"):
+                out["op_profile"] = opprofile.op_profile(lc.interpreter, lc.cell, plan["op_profiler"],
+                                                         OP_PROFILE_DEADLINE_S)
 
 
 def _plan_failed(cells: List[Dict[str, Any]], what: str) -> None:

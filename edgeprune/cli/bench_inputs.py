@@ -29,16 +29,18 @@ def bench_source(inputs: Tuple[str, ...], eval_file: Optional[str], input_shapes
     return imported
 
 
-def matrix_of(runtimes: Optional[str], threads: Optional[str], xnnpack: Optional[str], resume: Optional[int]) -> Any:
-    """``--runtimes``/``--threads``/``--xnnpack`` as a cells.Matrix (None when none is given)."""
-    from ..devices.cells import Matrix
+def matrix_of(runtimes: Optional[str], threads: Optional[str], xnnpack: Optional[str], resume: Optional[int],
+              delegates: Optional[str] = None) -> Any:
+    """``--runtimes``/``--threads``/``--xnnpack``/``--delegate`` as a cells.Matrix (None when none is given)."""
+    from ..devices.cells import NO_DELEGATE, Matrix, delegate_label
     from ..devices.profiles import RUNTIMES
     from ..errors import ConfigError
 
-    if not (runtimes or threads or xnnpack):
+    if not (runtimes or threads or xnnpack or delegates):
         return None
     if resume is not None:
-        raise ConfigError("--resume measures the stored run's matrix: give no --runtimes/--threads/--xnnpack")
+        raise ConfigError("--resume measures the stored run's matrix: give no --runtimes/--threads/--xnnpack/"
+                          "--delegate")
 
     def items(text: Optional[str]) -> List[str]:
         values = [v.strip() for v in (text or "").split(",") if v.strip()]
@@ -57,7 +59,35 @@ def matrix_of(runtimes: Optional[str], threads: Optional[str], xnnpack: Optional
     switches = items(xnnpack)
     if any(x not in ("on", "off") for x in switches):
         raise ConfigError(f"--xnnpack {xnnpack!r}: on, off, or on,off")
-    matrix = Matrix(tuple(names), tuple(counts), tuple(x == "on" for x in switches))
+    libraries = items(delegates)
+    bad_lib = next((d for d in libraries if len(d) > 4096 or not d.isprintable()), None)
+    if bad_lib is not None:
+        raise ConfigError(f"--delegate {bad_lib[:80]!r}: a delegate library's name or path, or {NO_DELEGATE}")
+    labels = [delegate_label(None if d == NO_DELEGATE else d) for d in libraries]
+    clash = next((d for d, label in zip(libraries, labels) if labels.count(label) > 1), None)
+    if clash is not None:
+        raise ConfigError(f"--delegate: two delegates would both be labelled {delegate_label(clash)!r} in the report; "
+                          f"give each once")
+    matrix = Matrix(tuple(names), tuple(counts), tuple(x == "on" for x in switches), tuple(libraries))
     if matrix.size > 64:
         raise ConfigError(f"a matrix of {matrix.size} configurations: at most 64 per bench")
     return matrix
+
+
+def extras_of(op_profile: bool, sustained: Optional[float], sustained_variant: Optional[str],
+              resume: Optional[int]) -> Any:
+    """``--op-profile`` and ``--sustained SECONDS [--sustained-variant NAME]`` as a cells.Extras (None: neither)."""
+    import math
+
+    from ..devices.cells import Extras
+    from ..errors import ConfigError
+
+    if sustained_variant and not sustained:
+        raise ConfigError("--sustained-variant needs --sustained SECONDS")
+    if sustained is not None and not (math.isfinite(sustained) and 1 <= sustained <= 86400):
+        raise ConfigError(f"--sustained {sustained:g}: seconds from 1 to 86400")
+    if not (op_profile or sustained):
+        return None
+    if resume is not None:
+        raise ConfigError("--resume measures the stored run as it was asked for: give no --op-profile/--sustained")
+    return Extras(op_profile, float(sustained or 0.0), sustained_variant)

@@ -142,7 +142,7 @@ DEVICE_OPTIONS = _options(
 
 def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, accept_new_host_keys: bool,
                quiet: bool, resume: Optional[int] = None, variants: Optional[List[str]] = None,
-               matrix: Any = None) -> Any:
+               matrix: Any = None, extras: Any = None) -> Any:
     """Bench with a progress row per device, then one summary line; exits 130 when interrupted."""
     from pathlib import Path
 
@@ -154,7 +154,8 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
     names = [d.name for d in devices] if devices else []
     with FleetDisplay(names, quiet) as display:
         result = run_bench(folder, devices, Path(db), jobs=jobs, host_keys=HostKeyPolicy.from_flag(accept_new_host_keys),
-                           resume=resume, variants=variants, progress=display, matrix=matrix)
+                           resume=resume, variants=variants, progress=display, matrix=matrix,
+                           extras=extras)
     counts = result.counts
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("ok", "error", "failed"))
     twins = "; each device's cells include the baseline's A/A twin" if result.twins else ""
@@ -190,12 +191,24 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
               help="Measure every variant at each of these thread counts (a matrix; default: the profile's).")
 @click.option("--xnnpack", type=str, default=None, metavar="on,off",
               help="Measure every variant with XNNPACK on, off, or both (a matrix; default: the profile's).")
+@click.option("--delegate", "delegates", type=str, default=None, metavar="none,LIB",
+              help="Measure every variant with each of these delegates (library name or path; none: no delegate; "
+                   "a matrix; default: the profile's).")
+@click.option("--op-profile", is_flag=True,
+              help="Also record each cell's op profile: which ops fell back from the delegate, and per-op times "
+                   "where the device has a profiler (TFLite's benchmark_model).")
+@click.option("--sustained", type=float, default=None, metavar="SECONDS",
+              help="After the rounds, keep one cell running this long, sampling latency, temperature, frequency and "
+                   "throttling every second.")
+@click.option("--sustained-variant", type=str, default=None, metavar="NAME",
+              help="The variant --sustained keeps running (default: the reference).")
 @click.option("--resume", type=click.IntRange(min=1), metavar="RUN_ID",
               help="Measure only the pairs of RUN_ID not yet stored (default devices: the run's own).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
           jobs: int, variants: Optional[str], eval_file: Optional[str], input_shapes: Tuple[str, ...],
-          runtimes: Optional[str], thread_counts: Optional[str], xnnpack: Optional[str], resume: Optional[int],
+          runtimes: Optional[str], thread_counts: Optional[str], xnnpack: Optional[str], delegates: Optional[str],
+          op_profile: bool, sustained: Optional[float], sustained_variant: Optional[str], resume: Optional[int],
           accept_new_host_keys: bool, quiet: bool) -> None:
     """Benchmark an optimize output folder, or .tflite files you already have, on a device or a fleet; results go
     to SQLite as they arrive.
@@ -216,16 +229,17 @@ def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], 
             devices = stored_devices(store, resume)
     else:
         devices = _devices(device, fleet, tags)
-    from .bench_inputs import bench_source, matrix_of
+    from .bench_inputs import bench_source, extras_of, matrix_of
 
-    matrix = matrix_of(runtimes, thread_counts, xnnpack, resume)  # options are checked before any file is read
+    matrix = matrix_of(runtimes, thread_counts, xnnpack, resume, delegates)  # checked before any file is read
+    extras = extras_of(op_profile, sustained, sustained_variant, resume)
     if Path(db).exists():  # a store that cannot be used is said before any file is read
         from ..results.store import Store
 
         Store.open(db).close()
     folder = bench_source(inputs, eval_file, input_shapes, resume, _latest_run_folder)
     chosen = [v.strip() for v in variants.split(",")] if variants else None
-    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen, matrix)
+    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen, matrix, extras)
     if not result.all_ok:
         sys.exit(1)
 

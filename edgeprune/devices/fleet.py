@@ -22,7 +22,8 @@ from ..results.agent_result import DEPLOY, INTERNAL, INTERRUPTED, LOCAL_FILE, TI
 from ..results.plan_columns import cell_columns, plan_columns
 from ..results.imported import Imported
 from ..results.plan_result import PlanOutcome
-from .cells import Matrix, is_aa, new_seed, plan_cells, plan_document, plan_limit, reference_cell, write_plan
+from .cells import (Extras, Matrix, is_aa, new_seed, plan_cells, plan_document, plan_limit, reference_cell,
+                    sustained_cell, write_plan)
 from .plan import RunInputs, local_mismatches, open_source, status_counts, stored_devices
 from .kinds import open_device
 from .remote import TransferStats
@@ -102,11 +103,11 @@ class DeviceStop:
         return TIMEOUT, f"the device's overall deadline of {self.seconds:g} s passed (device_timeout)"
 
 
-def device_deadline(profile: DeviceProfile, files: int, cells: int) -> float:
+def device_deadline(profile: DeviceProfile, files: int, cells: int, extras: Optional[Extras] = None) -> float:
     """``device_timeout`` when set, else enough for a connect, every upload and the plan at their limits."""
     if getattr(profile, "device_timeout", 0):
         return float(profile.device_timeout)
-    return profile.connect_timeout * 3 + profile.transfer_timeout * (files + 4) + plan_limit(profile, cells) + 15
+    return profile.connect_timeout * 3 + profile.transfer_timeout * (files + 4) + plan_limit(profile, cells, extras) + 15
 
 
 class _Recorder:
@@ -154,7 +155,7 @@ class _Recorder:
 
 
 def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tuple[str, Dict[str, Any]]],
-                  done_before: Set[str],
+                  done_before: Set[str], extras: Extras, sustained: Optional[str],
                   db_path: Path, run_id: int, host_keys: HostKeyPolicy, stop: threading.Event,
                   progress: FleetProgress) -> DeviceSummary:
     """Measure every cell (cell id -> variant) on one device in one plan, and store one result per cell.
@@ -166,7 +167,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
     recorder = _Recorder(db_path, run_id, profile.name, stop)
     variants = list(dict.fromkeys(variant for variant, _ in cells.values()))
     total = len(cells)
-    halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, total))
+    halt = DeviceStop(stop, device_deadline(profile, len(variants) + 1, total, extras))
 
     def count(status: str) -> None:
         if status == "ok":
@@ -193,7 +194,7 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
                 paths = device.prepare(files, stop=halt)
                 document = plan_document(profile, cells, {n: paths[inputs.specs[n].sha256] for n in variants},
                                          paths[inputs.eval_spec.sha256] if inputs.eval_spec else None, new_seed(),
-                                         inputs.input_shapes)
+                                         inputs.input_shapes, extras, sustained)
                 spec = write_plan(Path(tmp), document)
                 plan_file = device.prepare([spec], stop=halt)[spec.sha256]
             except DeviceError as exc:
@@ -257,7 +258,8 @@ def _store_plan(outcome: PlanOutcome, cells: Dict[str, Tuple[str, Dict[str, Any]
 def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
           host_keys: HostKeyPolicy = HostKeyPolicy.REJECT, resume: Optional[int] = None,
           variants: Optional[Sequence[str]] = None, progress: Optional[FleetProgress] = None,
-          stop: Optional[threading.Event] = None, matrix: Optional[Matrix] = None) -> BenchResult:
+          stop: Optional[threading.Event] = None, matrix: Optional[Matrix] = None,
+          extras: Optional[Extras] = None) -> BenchResult:
     """Benchmark every ok variant of ``folder`` (a run folder, or imported .tflite files) on ``devices``; results
     are stored as they arrive.
 
@@ -288,7 +290,8 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
             chosen = options.get("variants")
             names = [n for n in names if chosen is None or n in chosen]
             matrix = Matrix.from_dict(options.get("matrix"))
-        matrix = matrix or Matrix()
+            extras = Extras.from_dict(options.get("extras"))
+        matrix, extras = matrix or Matrix(), extras or Extras()
         if variants:
             missing = [v for v in variants if v not in names]
             if missing:
@@ -296,12 +299,15 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
                 raise ConfigError(f"variant {missing[0]!r} is not in {where} (have: {', '.join(names)})")
             names = [n for n in names if n in variants]
         baseline = source.reference
+        if extras.sustained_variant and extras.sustained_variant not in names + [baseline]:
+            raise ConfigError(f"--sustained-variant {extras.sustained_variant!r} is not a variant of this bench "
+                              f"(have: {', '.join(dict.fromkeys([baseline] + names))})")
         inputs = source.inputs(list(dict.fromkeys(([baseline] if baseline else []) + names)))
         local_bad = local_mismatches(inputs)
         if resume is None:
             run_id = store.create_run(source.run_folder, source.manifest,
                                       {"jobs": jobs, "variants": names, "reference": reference_cell(baseline, matrix),
-                                       "matrix": matrix.to_dict()})
+                                       "matrix": matrix.to_dict(), "extras": extras.to_dict()})
         for device in devices:
             if device.name not in known:
                 store.add_device(run_id, device.name, device.kind, device.address, device.tags, device.to_dict())
@@ -312,12 +318,13 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
     finally:
         store.close()
     cells = plan_cells([n for n in names if n not in local_bad], None if baseline in local_bad else baseline, matrix)
+    keep_running = sustained_cell(cells, extras, reference_cell(baseline, matrix))
     work = [d for d in devices if any((d.name, c) not in done for c in cells)]
     summaries: List[DeviceSummary] = []
     interrupted = stragglers = False
     executor = ThreadPoolExecutor(max_workers=min(jobs, max(1, len(work))), thread_name_prefix="edgeprune-device")
-    futures = [executor.submit(_bench_device, d, inputs, cells, {c for c in cells if (d.name, c) in done}, db_path,
-                               run_id, host_keys, stop, progress) for d in work]
+    futures = [executor.submit(_bench_device, d, inputs, cells, {c for c in cells if (d.name, c) in done}, extras,
+                               keep_running, db_path, run_id, host_keys, stop, progress) for d in work]
     pending = set(futures)
     try:
         _collect(pending, summaries, None)

@@ -81,6 +81,9 @@ class DeviceProfile:
     budget_s: float = 300.0
     no_xnnpack: bool = False
     delegate: Optional[str] = None
+    #: A per-op profiler on the device for ``bench --op-profile`` (TFLite's ``benchmark_model``); None: the
+    #: agent looks for it on PATH (device_agent/opprofile.py).
+    op_profiler: Optional[str] = None
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
     transfer_timeout: float = 300.0
@@ -123,6 +126,12 @@ class DeviceProfile:
             raise ConfigError(f"device {self.name}: target_ci must be a fraction in (0, 1] (0.02 is ±2%), "
                               f"got {_shown(target)}")
         self._check_workdir()
+        for name in ("delegate", "op_profiler"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 4096
+                                      or not value.isprintable()):
+                raise ConfigError(f"device {self.name}: {name} must be a library or program path or name, "
+                                  f"got {_shown(value)}")
         self.tags = tuple(str(tag) for tag in self.tags)
 
     def _check_workdir(self) -> None:

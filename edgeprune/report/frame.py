@@ -184,11 +184,23 @@ def _ship(frame: Any, facts: Dict[str, DeviceFacts]) -> None:
         frame.loc[rows.index, "ship"] = rows.index == best
         row = frame.loc[best]
         width = row["p50_half_width"]
+        ties = _ties(keep.drop(index=best), row)
         facts[device].verdicts.append(
             f"Ship this: {variant} on {row['config']}: p50 {row['p50_us']:.4g} µs"
             + (f" ({stats.percent(width)})" if width == width and width is not None else "")
             + f", fastest of {len(measured)} measured configuration{'s' if len(measured) != 1 else ''}"
-            + ("" if accuracy.isna().all() else f" within {SHIP_ACCURACY_POINTS:g} pts of its best accuracy"))
+            + ("" if accuracy.isna().all() else f" within {SHIP_ACCURACY_POINTS:g} pts of its best accuracy")
+            + (f"; not told apart from {', '.join(ties)} (their p50 intervals overlap)" if ties else ""))
+
+
+def _ties(others: Any, best: Any) -> List[str]:
+    """The configurations whose p50 interval overlaps the fastest one's: "fastest" is then not a measured fact
+    about them, and the line says so. Without intervals (one round) nothing is called a tie."""
+    low, high = best["p50_ci_low_us"], best["p50_ci_high_us"]
+    if not (low == low and high == high):
+        return []
+    return [str(r["config"]) for _, r in others.iterrows()
+            if r["p50_ci_low_us"] == r["p50_ci_low_us"] and r["p50_ci_low_us"] <= high and r["p50_ci_high_us"] >= low]
 
 
 def compare(db: "str | Path", run_id: Optional[int] = None) -> Any:

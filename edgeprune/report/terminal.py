@@ -31,11 +31,12 @@ def print_report(report: RunReport, console: Any) -> None:
         table = Table(title=for_rich(group.heading), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                       collapse_padding=True)
         for column in group.table.columns:
-            table.add_column(column, justify="left" if column in ("variant", "status") else "right",
-                             no_wrap=column == "variant")
+            table.add_column(column, justify="left" if column in ("variant", "status", "configuration", "ship")
+                             else "right", no_wrap=column in ("variant", "configuration"))
         failed = group.table["status"] != "" if "status" in group.table else [False] * len(group.table)
-        for row, bad in zip(group.table.itertuples(index=False), failed):
-            table.add_row(*[for_rich(v) for v in row], style="red" if bad else None)
+        for index, (row, bad) in enumerate(zip(group.table.itertuples(index=False), failed)):
+            table.add_row(*[for_rich(v) for v in row], style="red" if bad else None,
+                          end_section=index in group.sections)
         console.print(table)
         for variants, status, reason in _same_reason(group):
             console.print(f"  [red]{for_rich(variants)}[/] ({for_rich(status)}): {for_rich(reason)}", highlight=False)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .columns import View, latency_unit, present, shown
 from .noise import ADVICE, DeviceFacts
+from ..devices.cells import split_cell
 
 
 @dataclass
@@ -28,20 +29,46 @@ class Group:
     unsettled: Tuple[str, ...] = ()  # cells that did not settle, with their ± width
     unsettled_heading: str = ""
     advice: str = ""  # what to do about them (set when there are some)
+    sections: Tuple[int, ...] = ()  # in a matrix bench: the rows that end a configuration's group
 
 
 def _heading(device: str, rows: Any) -> str:
-    """``device: runtime version, N threads, machine`` from the first row the agent answered."""
+    """``device: runtime version, N threads, machine`` from the rows the agent answered: a fact that differs
+    between the rows of a matrix bench (runtime, threads) is left to each row's configuration."""
     known = rows[rows["runtime"].notna()]
     if known.empty:
         return device
     first = known.iloc[0]
-    parts = [" ".join(str(first[c]) for c in ("runtime", "runtime_version") if present(first[c]))]
-    if present(first["threads"]):
+    parts = []
+    if known[["runtime", "runtime_version"]].astype(str).drop_duplicates().shape[0] == 1:
+        parts.append(" ".join(str(first[c]) for c in ("runtime", "runtime_version") if present(first[c])))
+    if present(first["threads"]) and known["threads"].nunique() == 1:
         parts.append(f"{int(first['threads'])} thread{'s' if first['threads'] != 1 else ''}")
     if present(first["machine"]):
         parts.append(str(first["machine"]))
-    return f"{device}: " + ", ".join(parts)
+    return f"{device}: " + ", ".join(p for p in parts if p)
+
+
+def _by_configuration(rows: Any) -> Tuple[Any, Tuple[int, ...]]:
+    """A matrix bench's rows grouped by configuration (runtime, threads, XNNPACK, delegate: the order the
+    configurations were measured in), and the positions that end each group."""
+    if "config" not in rows or rows["config"].isna().all():
+        return rows, ()
+    order = {c: i for i, c in enumerate(dict.fromkeys(rows["config"].fillna("")))}
+    rows = rows.assign(_group=rows["config"].fillna("").map(order)).sort_values("_group", kind="stable")
+    groups_ = rows.pop("_group").tolist()
+    return rows, tuple(i for i in range(len(groups_) - 1) if groups_[i] != groups_[i + 1])
+
+
+def _configuration_columns(table: Any, rows: Any) -> Any:
+    """In a matrix bench, the variant column holds the variant alone, then its configuration and the ship mark."""
+    if not rows["config"].notna().any():
+        return table
+    table = table.copy()
+    table["variant"] = [split_cell(v)[0] for v in rows["variant"]]
+    table.insert(1, "configuration", [c if present(c) else "" for c in rows["config"]])
+    table.insert(2, "ship", ["◀ ship" if s is True else "" for s in rows["ship"]])
+    return table
 
 
 def groups(frame: Any, terminal: bool = False, facts: Optional[Dict[str, DeviceFacts]] = None) -> List[Group]:
@@ -51,14 +78,17 @@ def groups(frame: Any, terminal: bool = False, facts: Optional[Dict[str, DeviceF
 
     result = []
     for device, rows in frame.groupby("device", sort=False):
+        rows, sections = _by_configuration(rows)
         view = View(*latency_unit(rows["p50_us"]), terminal=terminal)
         records = rows.to_dict("records")
         columns = shown(view)
         table = pd.DataFrame({c.heading(view): [c.cell(row, view) for row in records] for c in columns})
         table = table[[c for c in table.columns if c == "variant" or (table[c] != "").any()]]
+        table = _configuration_columns(table, rows)
         failures = [(r["variant"], r["status"], r["error"] or "") for r in records if r["status"] != "ok"]
         host = tuple(c.heading(view) for c in columns if c.host and c.heading(view) in table.columns)
-        group = Group(str(device), _heading(str(device), rows), table, failures, view.unit, host)
+        group = Group(str(device), _heading(str(device), rows), table, failures, view.unit, host,
+                      sections=sections)
         fact = (facts or {}).get(device)
         if fact is not None:
             group.floor, group.verdicts = fact.floor, tuple(fact.verdicts)

@@ -71,6 +71,7 @@ def cell_columns(plan: PlanOutcome, cell: Optional[CellOutcome], host_prediction
         "settled": None if cell.settled is None else int(bool(cell.settled)),
         "ci_half_width": cell.ci_half_width,
         "round_p50s_json": json.dumps([None if math.isnan(v) else v for v in rounds]) if cell.trusted else None,
+        "op_profile_json": json.dumps(cell.op_profile) if cell.op_profile is not None else None,
     }
 
 
@@ -82,7 +83,18 @@ def plan_columns(plan: PlanOutcome) -> Dict[str, Any]:
             "rounds_s": (plan.document or {}).get("rounds_s") if plan.trusted else None,
             "target_ci": rounds.get("target_ci"), "budget_s": rounds.get("budget_s"),
             "seed": (plan.document or {}).get("plan", {}).get("seed") if plan.trusted else None,
-            "visits_json": json.dumps(plan.visits) if plan.trusted else None}
+            "visits_json": json.dumps(plan.visits) if plan.trusted else None,
+            "sustained_json": json.dumps(plan.sustained) if plan.sustained is not None else None}
+
+
+def stored_json(text: Optional[str]) -> Optional[Dict[str, Any]]:
+    """A stored op profile or sustained run (an object the plan reader checked), or None: unreadable text (a
+    capped column) is no profile, never an error in a report."""
+    try:
+        value = json.loads(text or "")
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def stored_round_p50s(round_p50s_json: Optional[str]) -> Optional[List[float]]:

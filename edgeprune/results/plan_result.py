@@ -94,6 +94,11 @@ class CellOutcome:
     def ci_half_width(self) -> Optional[float]:
         return self._trusted("ci_half_width")
 
+    @property
+    def op_profile(self) -> Optional[Dict[str, Any]]:
+        """The cell's op profile (``bench --op-profile``: delegation, per-op times or why there are none)."""
+        return self._trusted("op_profile")
+
     def round_p50s(self) -> List[float]:
         """The cell's p50 (µs) per round, index = round; NaN where it has no visit in that round, and everywhere
         unless the cell is ok (report.stats drops NaN rounds, pairing drops them on both sides)."""
@@ -134,9 +139,44 @@ class PlanOutcome:
         return list((self.document or {}).get("visits") or []) if self.trusted else []
 
     @property
+    def sustained(self) -> Optional[Dict[str, Any]]:
+        """The plan's sustained run (``bench --sustained``), when the document has one that passed its checks."""
+        if not self.trusted:
+            return None
+        return _sustained_checked((self.document or {}).get("sustained"), (self.document or {}).get("plan") or {},
+                                  self.notes)
+
+    @property
     def rounds_total(self) -> int:
         """Rounds that have at least one visit (rounds_done, plus a partial round the budget interrupted)."""
         return max((v[0] for v in self.visits), default=-1) + 1
+
+
+def _sustained_problem(run: Dict[str, Any], plan: Dict[str, Any]) -> Optional[str]:
+    """Why a sustained run cannot be the answer to the plan's ``sustained``, or None."""
+    asked = plan.get("sustained") or {}
+    if run.get("cell") != asked.get("cell"):
+        return f"it ran cell {str(run.get('cell'))[:140]!r}, the plan asked for {str(asked.get('cell'))[:140]!r}"
+    times = [s["t_s"] for s in run["samples"]]
+    if any(b <= a for a, b in zip(times, times[1:])):
+        return "its sample times do not increase"
+    if times and times[-1] > float(asked.get("seconds") or 0) + 60:
+        return f"a sample at {times[-1]:g} s of a {asked.get('seconds')} s run"
+    if any(s["p50_us"] is not None and not s["p50_us"] > 0 for s in run["samples"]):
+        return "a second's p50 is not a positive latency"
+    return None
+
+
+def _sustained_checked(run: Any, plan: Dict[str, Any], notes: List[str]) -> Optional[Dict[str, Any]]:
+    if not isinstance(run, dict):
+        return None
+    problem = _sustained_problem(run, plan)
+    if problem:
+        note = f"the sustained run is not stored: {problem}"
+        if note not in notes:
+            notes.append(note)
+        return None
+    return run
 
 
 def _old_agent(document: Any, text: str, stderr: str) -> Optional[PlanOutcome]:

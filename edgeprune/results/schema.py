@@ -103,6 +103,12 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE results ADD COLUMN ci_half_width REAL;
     ALTER TABLE results ADD COLUMN round_p50s_json TEXT
     """,
+    # 3 (issue 13): a cell's op profile (--op-profile) and a plan's sustained run (--sustained), as the agent
+    # sent them after the host's reader checked them (results/plan_result.py).
+    """
+    ALTER TABLE results ADD COLUMN op_profile_json TEXT;
+    ALTER TABLE plans ADD COLUMN sustained_json TEXT
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -117,6 +123,8 @@ RESULT_COLUMNS = (
     "rss_peak_kib", "throttled", "agent_json",
     # schema 2: the plan that measured the pair, and its figures over rounds (see report.stats)
     "plan_id", "p50_low_us", "p50_high_us", "rounds", "settled", "ci_half_width", "round_p50s_json",
+    # schema 3: the cell's op profile
+    "op_profile_json",
 )
 
 #: Longest text kept per result column, in characters. Most of these strings come from the device: capping them
@@ -126,6 +134,7 @@ RESULT_COLUMNS = (
 TEXT_CAPS: Dict[str, int] = {
     "error_kind": 200, "error_message": 4000, "runtime": 200, "runtime_version": 200, "python_version": 200,
     "machine": 200, "predictions_digest": 200, "agent_json": 2 * 1024 * 1024, "round_p50s_json": 256 * 1024,
+    "op_profile_json": 64 * 1024,
 }
 #: Numeric result columns. A value SQLite cannot hold as it is (an integer outside signed 64 bits, NaN or an
 #: infinity, or something that is not a number at all) is stored as NULL, "unknown": clamping a latency or a
@@ -138,7 +147,7 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 TABLES = ("runs", "devices", "variants", "results")
 #: A plan row's columns (besides id, run_id, device, created).
 PLAN_COLUMNS = ("status", "stopped_by", "rounds_done", "rounds_total", "rounds_s", "target_ci", "budget_s", "seed",
-                "visits_json")
+                "visits_json", "sustained_json")
 
 
 def cap(text: str, limit: int) -> str:
@@ -182,7 +191,8 @@ def storable(values: Dict[str, Any]) -> Dict[str, Any]:
 
 
 #: The plans table's caps and numbers, as for results.
-PLAN_TEXT_CAPS: Dict[str, int] = {"status": 40, "stopped_by": 40, "visits_json": 512 * 1024}
+PLAN_TEXT_CAPS: Dict[str, int] = {"status": 40, "stopped_by": 40, "visits_json": 512 * 1024,
+                                  "sustained_json": 16 * 1024 * 1024}
 PLAN_NUMBER_COLUMNS = ("rounds_done", "rounds_total", "rounds_s", "target_ci", "budget_s", "seed")
 
 
