@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from .extras import write_sustained_plots
 from .frame import RunReport
 from .html import html
 from .markdown import markdown
@@ -55,6 +56,7 @@ def write(report: RunReport, out: Path, formats: Sequence[str] = FORMATS) -> Lis
     pngs: Dict[str, Path] = {}
     if "png" in formats or "html" in formats:
         pngs = write_plots(report.frame, out)
+        pngs.update({f"sustained:{device}": path for device, path in write_sustained_plots(report, out).items()})
         written += list(pngs.values()) if "png" in formats else []
     if "html" in formats:
         (out / "report.html").write_text(html(report, pngs), encoding="utf-8")

@@ -22,6 +22,7 @@ from .noise import BASELINE, TWIN, DeviceFacts, all_facts, rounds_of
 from .verdict import device_verdict, speedup_verdict
 from ..devices.cells import is_aa, split_cell
 from ..results.imported import is_imported
+from ..results.plan_columns import stored_json
 from ..results.store import Store
 
 _READ_WHEN = {"not-built": (HOST,), "not-measured": (HOST,), "answered": (HOST, ANSWERED),
@@ -38,6 +39,10 @@ class RunReport:
     frame: Any  # pandas.DataFrame
     rounds: Dict[Key, Optional[List[float]]] = field(default_factory=dict, repr=False)
     devices: Dict[str, DeviceFacts] = field(default_factory=dict)
+    #: ``bench --op-profile``: each measured cell's op profile, by (device, cell)
+    op_profiles: Dict[Key, Dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: ``bench --sustained``: each device's sustained run (its latest plan's)
+    sustained: Dict[str, Dict[str, Any]] = field(default_factory=dict, repr=False)
 
 
 def _error(row: Any) -> Optional[str]:
@@ -107,7 +112,11 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
     _ship(frame, facts)
     run_info = {key: run[key] for key in ("id", "created", "run_folder", "model_source", "dataset")}
     run_info["db"] = str(db)
-    return RunReport(run_info, frame, rounds, facts)
+    profiles = {key: stored_json(r.get("op_profile_json")) for key, r in results.items()
+                if r["status"] == "ok" and not is_aa(key[1])}
+    sustained = {p["device"]: stored_json(p.get("sustained_json")) for p in plans.values()}  # by id: the latest wins
+    return RunReport(run_info, frame, rounds, facts, {k: v for k, v in profiles.items() if v is not None},
+                     {d: v for d, v in sustained.items() if v is not None})
 
 
 def _cells(device: str, variant: str, results: Dict[Key, Dict[str, Any]]) -> List[str]:

@@ -83,6 +83,12 @@ def html(report: RunReport, pngs: Dict[str, Path]) -> str:
     ]
     for group in groups(report.frame, facts=report.devices):
         parts += [f"<h2>{for_html(group.heading)}</h2>", _table(group), _notes(group)]
+    from . import opprofile, sustained
+    from .extras import op_views, sustained_runs
+
+    parts += [part for part in (sustained.html(sustained_runs(report)), opprofile.html(op_views(report))) if part]
+    parts += [_image(path, f"{key.split(':', 1)[1]}: p50 latency and CPU temperature over the sustained run")
+              for key, path in pngs.items() if key.startswith("sustained:")]
     parts.append(f'<p class="legend">{escape(LEGEND)}</p>')
     if pngs:
         parts.append("<h2>Plots</h2>")

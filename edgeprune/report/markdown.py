@@ -21,6 +21,11 @@ def markdown(report: RunReport) -> str:
                   for variant, status, reason in group.failures]
         lines += [""] if group.failures else []
         lines += _notes(group)
+    from . import opprofile, sustained
+    from .extras import op_views, sustained_runs
+
+    lines += [part for part in (sustained.markdown(sustained_runs(report)), opprofile.markdown(op_views(report)))
+              if part]
     lines += [LEGEND, ""]
     return "\n".join(lines)
 

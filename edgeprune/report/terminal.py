@@ -41,6 +41,11 @@ def print_report(report: RunReport, console: Any) -> None:
         for variants, status, reason in _same_reason(group):
             console.print(f"  [red]{for_rich(variants)}[/] ({for_rich(status)}): {for_rich(reason)}", highlight=False)
         print_notes(group, console)
+    from . import opprofile, sustained
+    from .extras import op_views, sustained_runs
+
+    for line in sustained.terminal_lines(sustained_runs(report)) + opprofile.terminal_lines(op_views(report)):
+        console.print(line, highlight=False)
     console.print(f"[dim]{LEGEND}[/]", highlight=False)
 
 

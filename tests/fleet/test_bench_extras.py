@@ -69,6 +69,12 @@ def test_sustained_run_is_stored_with_a_sample_every_second_on_both_devices(tmp_
         for key, source in run["sources"].items():  # a sensor the device lacks is null in every sample
             field = {"temp": "temp_c", "freq": "freq_mhz", "throttle": "throttled"}[key]
             assert (source is None) == all(s[field] is None for s in run["samples"]), (device, key)
+    report = edgeprune("report", "--db", str(db), "--out", str(tmp_path / "r"), "--format", "html")
+    said = " ".join(report.stdout.split())
+    assert report.returncode == 0 and "Sustained runs" in said, report.stderr
+    for device in ("local", "pi39"):  # neither device has vcgencmd: the report says so rather than "not throttled"
+        assert f"{device}: throttle bits unavailable (no vcgencmd)" in said, said
+    assert (tmp_path / "r" / "report.html").read_text().count("data:image/png") == 4  # 2 plots + 2 sustained
 
 
 def fake_vcgencmd(folder: Path, after_calls: int) -> Path:
@@ -98,6 +104,14 @@ def test_throttle_bits_are_sampled_every_second(tmp_path):
     assert run["sources"]["throttle"] == "vcgencmd"
     bits = [s["throttled"] for s in run["samples"]]
     assert 0 in bits and 0x50005 in bits and bits == sorted(bits), bits
+    first = next(s["t_s"] for s in run["samples"] if s["throttled"])
+    out = tmp_path / "report"
+    report = edgeprune("report", "--db", str(db), "--out", str(out), "--format", "md,png")
+    said = " ".join(report.stdout.split())
+    assert report.returncode == 0, report.stderr
+    assert f"local: under-voltage at {first:.0f} s; throttled after {first:.0f} s" in said, said
+    assert "throttled after" in (out / "report.md").read_text()
+    assert (out / "sustained-local.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("args, words", [
