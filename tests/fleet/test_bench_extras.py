@@ -132,3 +132,19 @@ def test_an_unknown_sustained_variant_is_refused_before_anything_is_stored(tmp_p
     assert proc.returncode == 2 and "--sustained-variant 'nope' is not a variant" in proc.stderr, proc.stderr
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_two_matrix_runs_compare_cell_by_cell(tmp_path):
+    models = [str(zoo_dir() / "multi_io.tflite"), str(zoo_dir() / "int8_input.tflite")]
+    db = tmp_path / "s.db"
+    for _ in range(2):
+        proc = bench(*models, "--fleet", str(quick_fleet(tmp_path)), "--db", str(db), "--threads", "1,2")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    compared = edgeprune("report", "--db", str(db), "--compare", "1", "2", "--out", str(tmp_path / "c"))
+    assert compared.returncode == 0, compared.stderr
+    lines = compared.stdout.splitlines()
+    for cell in ("multi_io#1t", "multi_io#2t", "int8_input#1t", "int8_input#2t"):
+        row = next((line for line in lines if line.split()[:1] == [cell]), None)
+        assert row is not None, compared.stdout
+        assert any(word in row for word in ("no change", "faster", "slower")), row  # judged, against the A/A noise
+    assert "@aa" not in compared.stdout  # the twin is the noise floor, not a row
