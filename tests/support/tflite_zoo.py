@@ -15,7 +15,9 @@ TF_USE_LEGACY_KERAS=1 set before the import, as model_factory.py does) and cache
 - ``mixed_dtypes``: inputs ``ids`` int32 [1, 6], ``ids64`` int64 [1, 6], ``mask`` bool [1, 6], ``half`` float16
   [1, 6] (a 64-row embedding table: ids in [0, 64) are valid);
 - ``small_vocab``: ids int32 [1, 4] into a 10-row table: generated ids (in [0, 64)) make its GATHER fail;
-- ``string_input``: a string input [2] (GATHER on strings).
+- ``string_input``: a string input [2] (GATHER on strings);
+- ``cumsum_fallback``: float image [1, 8, 8, 3] -> CONV_2D, MEAN, CUMSUM, FULLY_CONNECTED: XNNPACK takes every op
+  but CUMSUM, so it runs as two delegate partitions around one op on the builtin CPU kernels (``--op-profile``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 MODELS = ("multi_io", "int8_input", "uint8_input", "dynamic", "custom_op", "mediapipe_op", "mixed_dtypes",
-          "small_vocab", "string_input")
+          "small_vocab", "string_input", "cumsum_fallback")
 SEED = 4321
 
 
@@ -152,6 +154,16 @@ def build(out: Path) -> None:
         return tf.gather(words, [1, 0])
 
     write("string_input", from_function(strings))
+
+    cumsum_kernel = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+    cumsum_dense = tf.constant(rng.normal(size=(4, 3)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="image")])
+    def cumsum_fallback(image):
+        hidden = tf.nn.relu(tf.nn.conv2d(image, cumsum_kernel, strides=1, padding="SAME"))
+        return tf.matmul(tf.math.cumsum(tf.reduce_mean(hidden, axis=[1, 2]), axis=1), cumsum_dense)
+
+    write("cumsum_fallback", from_function(cumsum_fallback))
 
 
 def _rename_custom_op(blob: bytes, old: bytes, new: bytes) -> bytes:
