@@ -130,14 +130,16 @@ def terminal_lines(views: Sequence[OpProfileView], n: int = TOP) -> List[str]:
         return []
     lines = [f"[bold]{HEADING}[/] [dim]({_what(n)})[/]"]
     for device, cells in groups:
-        lines.append(f"  [bold]{for_rich(device)}[/]")
-        for cell in cells:
+        notes = {cell.note for cell in cells}
+        shared = notes.pop() if len(notes) == 1 and all(not cell.ops for cell in cells) else ""
+        lines.append(f"  [bold]{for_rich(device)}[/]" + (f" [dim]({for_rich(shared, 600)})[/]" if shared else ""))
+        for cell in cells:  # a note every cell shares (no profiler on the device) is said once, above
             delegation = f": {for_rich(cell.delegation, 600)}" if cell.delegation else ""
             lines.append(f"    {for_rich(cell.title)}{delegation}")
             if cell.ops:
                 tool = f"[dim]{for_rich(cell.tool)}:[/] " if cell.tool else ""
                 lines.append("      " + tool + "; ".join(for_rich(op) for op in cell.ops))
-            else:
+            elif not shared:
                 lines.append(f"      [dim]{for_rich(cell.note, 600)}[/]")
     return lines
 

@@ -148,3 +148,22 @@ def test_two_matrix_runs_compare_cell_by_cell(tmp_path):
         assert row is not None, compared.stdout
         assert any(word in row for word in ("no change", "faster", "slower")), row  # judged, against the A/A noise
     assert "@aa" not in compared.stdout  # the twin is the noise floor, not a row
+
+
+def test_op_profile_names_the_ops_that_fell_back_from_xnnpack_on_both_devices(tmp_path, pi_python):
+    model = zoo_dir() / "cumsum_fallback.tflite"  # CONV_2D, MEAN, CUMSUM (XNNPACK has no CUMSUM), FULLY_CONNECTED
+    db = tmp_path / "s.db"
+    proc = bench(str(model), "--fleet", str(quick_fleet(tmp_path, pi_python)), "--db", str(db), "--op-profile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with sqlite3.connect(db) as conn:
+        stored = dict(conn.execute("SELECT device || ' ' || variant, op_profile_json FROM results").fetchall())
+    assert stored["local cumsum_fallback@aa"] is None and stored["pi39 cumsum_fallback@aa"] is None  # the twin
+    for device in ("local", "pi39"):
+        profile = json.loads(stored[f"{device} cumsum_fallback"])
+        assert profile["delegation"]["applied"] and profile["delegation"]["fallback"] == {"CUMSUM": 1}, profile
+        assert profile["tool"] is None and "no per-op profiler on this device" in profile["note"]
+    report = edgeprune("report", "--db", str(db), "--out", str(tmp_path / "r"), "--format", "md")
+    said = " ".join(report.stdout.split())
+    assert report.returncode == 0 and said.count("fell back from the delegate: CUMSUM x1") == 2, said
+    assert "litert-benchmark has no op profiling" in said
+    assert "CUMSUM x1" in (tmp_path / "r" / "report.md").read_text()

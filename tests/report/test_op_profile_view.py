@@ -111,7 +111,8 @@ def test_terminal_lines():
     assert ("benchmark_model: CONV_2D x30: 1.23 ms (45.6%); DEPTHWISE_CONV_2D x13: 0.61 ms (22.5%); "
             "FULLY_CONNECTED x2: 0.3 ms (11.1%); ADD x10: 0.2 ms (7.4%); MEAN x1: 0.1 ms (3.7%)") in text
     assert "SOFTMAX" not in text  # the sixth type
-    assert f"  pi3\n    baseline-float32: no delegate applied\n      {NO_PROFILER}\n" in text
+    # a note every cell of a device shares is said once, next to the device
+    assert f"  pi3 ({NO_PROFILER})\n    baseline-float32: no delegate applied\n" in text
     assert "pi0" not in text and "pruned-float32" not in text
 
 
