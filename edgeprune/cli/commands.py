@@ -368,9 +368,12 @@ def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str]
     if as_json:
         click.echo(json.dumps(reports, indent=2))
     else:
-        from ..devices.checks import check_table
+        from ..devices.checks import check_notes, check_table
 
-        stdout_console().print(check_table(reports))
+        console = stdout_console()
+        console.print(check_table(reports))
+        for line in check_notes(reports):
+            console.print(line, highlight=False, soft_wrap=True)
     if any(r["status"] != "ok" for r in reports):
         sys.exit(1)
 

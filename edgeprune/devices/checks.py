@@ -38,7 +38,8 @@ def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolic
     """Probe the device and measure the bundled model on it; a dict for the table and ``--json``."""
     import numpy as np
 
-    report: Dict[str, Any] = {"device": profile.name, "status": "failed", "reason": None}
+    report: Dict[str, Any] = {"device": profile.name, "name": profile.name, "status": "failed", "ok": False,
+                              "reason": None, "route": [profile.name], "host_key": None}
     model = FileSpec(CHECK_MODEL, sha256_file(CHECK_MODEL), ".tflite")
     evaluation = FileSpec(CHECK_EVAL, sha256_file(CHECK_EVAL), ".npz")
     with np.load(CHECK_EVAL) as data:
@@ -47,7 +48,12 @@ def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolic
     checked = _check_profile(profile)
     try:
         with open_device(checked, host_keys) as device, tempfile.TemporaryDirectory(prefix="edgeprune-check-") as tmp:
+            connection = getattr(device, "connection", None)
+            if connection is not None:  # an ssh device: its route is known before anything connects
+                report["route"] = connection.target.route
             probe = device.probe()
+            if connection is not None:
+                report["host_key"] = connection.host_key()
             if probe.status != "ok":
                 report.update(status=probe.status, reason=f"probe: {probe.error_kind}: {probe.message}")
                 return report
@@ -70,7 +76,7 @@ def check_device(profile: DeviceProfile, host_keys: HostKeyPolicy = HostKeyPolic
     if cell.status != "ok":
         report.update(status=cell.status, reason=f"tiny model: {cell.error_kind}: {cell.message}")
         return report
-    report["status"] = "ok"
+    report.update(status="ok", ok=True)
     return report
 
 
@@ -81,7 +87,9 @@ def check_table(reports: List[Dict[str, Any]]) -> Any:
     from ..text import for_rich
 
     table = Table(title="edgeprune devices check")
-    for column in ("device", "status", "python", "numpy", "runtimes", "machine / model", "tiny model", "missing"):
+    routed = any(len(r.get("route") or ()) > 1 for r in reports)
+    for column in ("device",) + (("route",) if routed else ()) + ("status", "python", "numpy", "runtimes",
+                                                                  "machine / model", "tiny model", "missing"):
         table.add_column(column)
     for report in reports:
         probe = report.get("probe")
@@ -92,12 +100,29 @@ def check_table(reports: List[Dict[str, Any]]) -> Any:
                         f"{(check.get('runtime') or {}).get('module')}")
             status = "ok"
         else:
-            measured = report.get("reason") or ""
+            measured = "see below"  # said in full under the table: a fingerprint must never be cut
             status = f"[red]{for_rich(report['status'])}[/]"
         missing = "" if facts.runtimes or not probe else \
             "a TFLite runtime: pip install ai-edge-litert (Python 3.10+) or tflite-runtime"
-        table.add_row(for_rich(report["device"]), status, for_rich(facts.python), for_rich(facts.numpy),
+        route = (for_rich(" -> ".join(report.get("route") or ())),) if routed else ()
+        table.add_row(for_rich(report["device"]), *route, status, for_rich(facts.python), for_rich(facts.numpy),
                       for_rich(", ".join(facts.runtimes) or ("none" if probe else "")),
                       for_rich(" / ".join(x for x in (facts.machine, facts.pi_model) if x)),
                       for_rich(measured, 400), missing)
     return table
+
+
+def check_notes(reports: List[Dict[str, Any]]) -> List[str]:
+    """Under the table, whole: each failure's reason, and each device's host key fingerprint with its route (what
+    a user compares with the device's own ``ssh-keygen -lf``)."""
+    from ..text import for_rich
+
+    lines = []
+    for report in reports:
+        route = " -> ".join(report.get("route") or ())
+        if report["status"] != "ok":
+            lines.append(f"[red]{for_rich(report['device'])}[/]: {for_rich(report.get('reason') or '', 2000)}")
+        if report.get("host_key"):
+            lines.append(f"{for_rich(report['device'])}: host key {for_rich(report['host_key'])}"
+                         + (f" (route {for_rich(route)})" if len(report.get("route") or ()) > 1 else ""))
+    return lines

@@ -65,6 +65,8 @@ class DeviceProfile:
     use_agent: bool = True
     ssh_config: Optional[str] = "~/.ssh/config"
     known_hosts: str = "~/.ssh/known_hosts"
+    #: Jump hosts, OpenSSH's ProxyJump syntax (``[user@]host[:port][,...]``), for users without an ssh_config.
+    proxy_jump: Optional[str] = None
     workdir: str = ".edgeprune"
     python: str = "python3"
     runtime: str = "auto"
@@ -92,6 +94,10 @@ class DeviceProfile:
     device_timeout: float = 0.0
     tags: Tuple[str, ...] = ()
     description: str = ""
+    #: The fields the user set for this device (their own profile file, a fleet's [defaults] or device entry, an
+    #: override), as opposed to a shipped profile's or the built-in defaults. Only these override what
+    #: ssh_config says about the host (issue 14): a shipped ``user = "pi"`` must not clobber ssh_config's User.
+    explicit: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name) or ".." in self.name:
@@ -126,13 +132,14 @@ class DeviceProfile:
             raise ConfigError(f"device {self.name}: target_ci must be a fraction in (0, 1] (0.02 is ±2%), "
                               f"got {_shown(target)}")
         self._check_workdir()
-        for name in ("delegate", "op_profiler"):
+        for name in ("delegate", "op_profiler", "proxy_jump"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 4096
                                       or not value.isprintable()):
                 raise ConfigError(f"device {self.name}: {name} must be a library or program path or name, "
                                   f"got {_shown(value)}")
         self.tags = tuple(str(tag) for tag in self.tags)
+        self.explicit = tuple(sorted(set(self.explicit)))
 
     def _check_workdir(self) -> None:
         """Relative to the login's home, absolute, or ``~``/``~/...`` (the login's home too). ``~user`` would
@@ -153,10 +160,11 @@ class DeviceProfile:
     def to_dict(self) -> Dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["tags"] = list(self.tags)
+        data["explicit"] = list(self.explicit)
         return data
 
 
-_FIELDS = {f.name for f in fields(DeviceProfile)}
+_FIELDS = {f.name for f in fields(DeviceProfile)} - {"explicit"}
 
 
 def _read_toml(path: Path) -> Dict[str, Any]:
@@ -169,12 +177,21 @@ def _read_toml(path: Path) -> Dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
 
 
-def _build(name: str, values: Dict[str, Any], where: str) -> DeviceProfile:
+def _shipped(path: Path) -> bool:
+    """A profile edgeprune ships (its values are defaults, not the user's choices for a device)."""
+    try:
+        return path.resolve().parent == PROFILES_DIR.resolve()
+    except OSError:
+        return False
+
+
+def _build(name: str, values: Dict[str, Any], where: str, explicit: Any = ()) -> DeviceProfile:
     unknown = sorted(set(values) - _FIELDS - {"profile"})
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
     values = {k: v for k, v in values.items() if k != "profile"}
     values["name"] = name
+    values["explicit"] = tuple(k for k in explicit if k in _FIELDS)
     if "tags" in values and not isinstance(values["tags"], (list, tuple)):
         raise ConfigError(f"{where}: tags must be a list")
     try:
@@ -200,8 +217,9 @@ def load_profile(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) 
     """A profile by name (``profiles/<name>.toml``) or by path, with optional overrides."""
     path = profile_path(name_or_path)
     data = _read_toml(path)
+    explicit = set(overrides or {}) | (set() if _shipped(path) else set(data))
     data.update(overrides or {})
-    return _build(str(data.pop("name", path.stem)), data, str(path))
+    return _build(str(data.pop("name", path.stem)), data, str(path), explicit)
 
 
 @dataclass
@@ -233,14 +251,17 @@ def load_fleet(path: str) -> Fleet:
             raise ConfigError(f"{where}: every device needs a name")
         base_name = entry.get("profile", defaults.get("profile"))
         base: Dict[str, Any] = {}
+        explicit = (set(defaults) | set(entry)) - {"profile", "name"}
         if base_name is not None:
             if not isinstance(base_name, str):
                 raise ConfigError(f"{where}: profile must be a name")
-            base = _read_toml(profile_path(base_name))
+            base_path = profile_path(base_name)
+            base = _read_toml(base_path)
             base.pop("name", None)
+            explicit |= set() if _shipped(base_path) else set(base)
         merged = {**base, **{k: v for k, v in defaults.items() if k != "profile"}, **entry}
         name = merged.pop("name")
-        device = _build(name, merged, f"{where} ({name!r})")
+        device = _build(name, merged, f"{where} ({name!r})", explicit)
         if device.name in seen:
             raise ConfigError(f"{file}: device name {device.name!r} appears twice")
         seen.add(device.name)

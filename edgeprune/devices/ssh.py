@@ -3,13 +3,12 @@
 Unknown host keys are rejected unless the user opted in for this run (like ``StrictHostKeyChecking=accept-new``,
 the accepted key is appended to the known_hosts file); a changed host key is always refused. There are no
 passwords: keys, the ssh-agent, or the keys ``~/.ssh/config`` names. Every remote command is an argument list
-joined with ``shlex.quote``, and every step has a timeout. paramiko is imported here only.
+joined with ``shlex.quote``, and every step has a timeout. paramiko is imported here and in sshroute only
+(the route to the device: jump hosts, ProxyCommand, the host key checks).
 """
 from __future__ import annotations
 
 import contextlib
-import enum
-import hashlib
 import logging
 import os
 import shlex
@@ -19,23 +18,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence
 
-from ..errors import DeviceError, HostKeyError, PythonMissingError
+from ..errors import DeviceError, PythonMissingError
 from .command import PID_MARK, CommandResult, collect, missing_python_message, quote_command
 from .sshconfig import SSHTarget
+from .sshroute import HostKeyPolicy, fingerprint, open_client
 
+__all__ = ["Connection", "HostKeyPolicy", "fingerprint", "route_library_logs"]
 
-class HostKeyPolicy(enum.Enum):
-    """What to do with a host key that is not in known_hosts (a changed key is refused under every policy).
-
-    One value chosen once, by the CLI's ``--accept-new-host-keys``, and handed down to the connection.
-    """
-
-    REJECT = "reject"
-    ACCEPT_NEW = "accept-new"  # OpenSSH's StrictHostKeyChecking=accept-new
-
-    @classmethod
-    def from_flag(cls, accept_new: bool) -> "HostKeyPolicy":
-        return cls.ACCEPT_NEW if accept_new else cls.REJECT
 
 #: Hashes remote files in one round trip; prints "<sha256> <path>" or "- <path>" per argument.
 _REMOTE_SHA256 = (
@@ -86,33 +75,6 @@ _STOP_GROUP = (
 
 
 
-class _AcceptNewPolicy:
-    """accept-new: trust a host seen for the first time and remember it; never a changed key."""
-
-    def __init__(self, known_hosts: Path) -> None:
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a") as handle:
-            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-class _RejectPolicy:
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        raise HostKeyError(
-            f"host key for {hostname} is not in known_hosts ({key.get_name()} "
-            f"SHA256:{_fingerprint(key)}); check it and rerun with --accept-new-host-keys to trust it"
-        )
-
-
-def _fingerprint(key: Any) -> str:
-    import base64
-
-    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
 class Connection:
     """A lazily opened SSH connection; use as a context manager so it is always closed."""
 
@@ -120,6 +82,7 @@ class Connection:
         self.target = target
         self.host_keys = host_keys
         self._client: Any = None
+        self._release: Any = None
         self._sftp: Any = None
         self._home: Optional[str] = None
 
@@ -130,68 +93,17 @@ class Connection:
         self.close()
 
     def open(self) -> Any:
+        """The authenticated client, along the target's route (sshroute: direct, jump hosts, ProxyCommand)."""
         if self._client is not None:
             return self._client
-        import paramiko
+        self._client, self._release = open_client(self.target, self.host_keys)
+        return self._client
 
-        t = self.target
-        known_hosts = Path(os.path.expanduser(t.known_hosts))
-        client = paramiko.SSHClient()
-        if known_hosts.is_file():
-            try:
-                client.load_host_keys(str(known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                raise DeviceError(f"cannot read known_hosts {known_hosts}: {exc}") from exc
-        # RejectPolicy semantics, with a clearer message; accept-new only when the user opted in for this run.
-        accept = self.host_keys is HostKeyPolicy.ACCEPT_NEW
-        policy = _AcceptNewPolicy(known_hosts) if accept else _RejectPolicy()
-        client.set_missing_host_key_policy(policy)  # type: ignore[arg-type]
-        key_files = [os.path.expanduser(t.key_file)] if t.key_file else None
-        started = time.monotonic()
-        try:
-            client.connect(
-                t.host,
-                port=t.port,
-                username=t.user,
-                key_filename=key_files,
-                allow_agent=t.use_agent,
-                look_for_keys=key_files is None,
-                timeout=t.connect_timeout,
-                banner_timeout=t.connect_timeout,
-                auth_timeout=t.connect_timeout,
-                channel_timeout=t.connect_timeout,
-            )
-        except HostKeyError:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyError(
-                f"HOST KEY CHANGED for {t.known_hosts_name}: known_hosts has SHA256:{_fingerprint(exc.expected_key)}, "
-                f"the device offered SHA256:{_fingerprint(exc.key)}; refusing to connect (if the device was "
-                f"reinstalled, remove its line from {known_hosts})"
-            ) from exc
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            raise DeviceError(f"authentication to {t.user or ''}@{t.host}:{t.port} failed: {exc}") from exc
-        except (socket.timeout, TimeoutError) as exc:
-            client.close()
-            raise DeviceError(f"connection to {t.host}:{t.port} timed out after {t.connect_timeout:g} s") from exc
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            client.close()
-            if time.monotonic() - started >= 0.95 * t.connect_timeout:
-                # paramiko words a stalled handshake variously ("No existing session", "Error reading SSH
-                # protocol banner"); what the user needs to know is that the device did not answer in time.
-                raise DeviceError(
-                    f"connection to {t.host}:{t.port} timed out after {t.connect_timeout:g} s (no SSH handshake)"
-                ) from exc
-            reason = str(exc) or type(exc).__name__
-            raise DeviceError(f"cannot connect to {t.host}:{t.port}: {reason}") from exc
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(15)
-        self._client = client
-        return client
+    def host_key(self) -> Optional[str]:
+        """The connected host's key as OpenSSH shows it (``ssh-ed25519 SHA256:<43 characters>``), whole."""
+        transport = self._client.get_transport() if self._client is not None else None
+        key = transport.get_remote_server_key() if transport is not None else None
+        return f"{key.get_name()} SHA256:{fingerprint(key)}" if key is not None else None
 
     def close(self) -> None:
         if self._sftp is not None:
@@ -203,6 +115,9 @@ class Connection:
         if self._client is not None:
             self._client.close()
             self._client = None
+            release, self._release = self._release, None
+            if release is not None:
+                release()  # the shared jump-host login, when this was its last user
         self._home = None
 
     def abort(self) -> None:
