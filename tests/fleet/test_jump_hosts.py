@@ -261,3 +261,39 @@ def test_a_failing_bastion_is_named_in_one_line(lab: JumpLab, tmp_path: Path, mo
     if fault in DEAD:
         assert max(benched, checked) < CONNECT_TIMEOUT + FEW_SECONDS, (benched, checked)
     assert "pi-1" not in logins_since(lab, before)
+
+
+def test_server_alive_notices_a_bastion_that_went_silent_mid_bench(lab: JumpLab, tmp_path: Path,
+                                                                   model: Path) -> None:
+    """ServerAliveInterval 1 / CountMax 2 in the ssh_config: the bastion's cable is pulled while the device
+    measures; the bench ends within seconds with the device failed, instead of waiting out its command timeout
+    (here 600 s per cell: without the keep-alives it would sit for minutes on a link that sends nothing)."""
+    from support.cli import start_cli
+
+    config = lab.write_ssh_config(tmp_path / "ssh_config")
+    config.write_text(config.read_text() + "\nHost *\n    ServerAliveInterval 1\n    ServerAliveCountMax 2\n")
+    device = lab.device("pi-16")
+    fleet = lab.write_fleet(tmp_path / "fleet.toml", config, devices=["pi-16"], budget_s=20, min_rounds=1000,
+                            max_rounds=1000, min_seconds=0.05, command_timeout=600)
+    before = device.logins()
+    proc = start_cli(None, "bench", str(model), "--fleet", str(fleet), "--db", str(tmp_path / "s.db"), "-q",
+                     env=WIDE)
+    try:
+        deadline = time.monotonic() + 60
+        while device.logins() == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert device.logins() > before, "the bench never reached the device"
+        time.sleep(4)  # uploads done, the agent measuring
+        assert proc.poll() is None, proc.communicate()
+        lab.bastion.link_down()
+        pulled = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - pulled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and waited < 15, (waited, out, err)
+    stored = by_pair(rows(tmp_path / "s.db"))
+    assert stored and all(r["status"] == "failed" for r in stored.values()), [outcome(r) for r in stored.values()]
+    lab.heal()
+    time.sleep(21)  # the agent on the device ends at its budget: the next test finds no lock taken
