@@ -62,7 +62,7 @@ def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
 #: The optimize options, one per config field that has a flag (edgeprune.optimize.config): a new option is a field.
 OPTIMIZE_OPTIONS = _options(*(
     click.option(*option.flag.names, option.dest, type=option.type, default=option.default,
-                 show_default=option.flag.show_default, help=option.flag.help)
+                 show_default=option.flag.show_default, help=option.flag.help, is_flag=option.type is bool)
     for option in cli_options()
 ))
 
@@ -74,13 +74,14 @@ def _optimize_config(**options: Any) -> OptimizeConfig:
 
 
 def _run_optimize(config: OptimizeConfig, quiet: bool) -> Any:
-    from ..optimize._tf import native_stderr_to
-    from ..optimize.pipeline import optimize as run_optimize, prepare_output
+    """The pipeline in a child process (a native crash there is one Error line here, optimize/child.py)."""
+    from ..optimize.child import optimize_in_child
+    from ..optimize.pipeline import prepare_output
 
     prepare_output(config.out_path)
     log = None if _debug() else config.out_path / "native.log"
-    with native_stderr_to(log), RichProgress(quiet) as progress:
-        return run_optimize(config, progress)
+    with RichProgress(quiet) as progress:
+        return optimize_in_child(config, progress, log)
 
 
 def _failed_variants(manifest: Dict[str, Any]) -> List[str]:

@@ -105,8 +105,15 @@ def variants_table(manifest: Dict[str, Any]) -> Any:
         table.add_row(*row)
     pruning = manifest["pruning"]
     schedule = pruning["schedule"]
+    coverage = pruning.get("coverage") or []
+    if coverage:  # what share of the whole model that is, and how many layers with weights were pruned
+        pruned = sum(1 for c in coverage if c["status"] == "pruned")
+        whole = (f"all weights: {pruning['all_weights_sparsity']:.1%} zero, {pruned} of {len(coverage)} layers "
+                 f"with weights pruned (see the notes for what stayed dense); ")
+    else:
+        whole = ""
     table.caption = (
-        f"pruned kernels: {pruning['sparsity']:.1%} sparse "
+        whole + f"pruned kernels: {pruning['sparsity']:.1%} sparse "
         f"(PolynomialDecay {schedule['initial_sparsity']:.2f}->{schedule['final_sparsity']:.2f}, steps "
         f"{schedule['begin_step']}-{schedule['end_step']} every {schedule['frequency']}, "
         f"{schedule['recovery_steps']} recovery steps); total {manifest['timings']['total']:.1f} s"

@@ -45,6 +45,17 @@ def parse_variants(text: str) -> Tuple[str, ...]:
     return tuple(name for name in variant_table.names() if name in names)
 
 
+def parse_custom_objects(text: str) -> Tuple[str, ...]:
+    """'layers:Gate, mypkg.blocks:Swish' -> ('layers:Gate', 'mypkg.blocks:Swish'): module:name, validated."""
+    import re
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        _check(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name) is not None,
+               f"--custom-objects takes module:name pairs (e.g. mylayers:Gate), got {name!r}")
+    return names
+
+
 def format_block_size(block: Tuple[int, int]) -> str:
     """(4, 1) -> '4x1'."""
     return f"{block[0]}x{block[1]}"
@@ -152,6 +163,13 @@ class OptimizeConfig(_Serializable):
     seed: int = field(default=0, metadata=flag("--seed"))
     test_fraction: float = 0.25
     representative_samples: int = 200
+    custom_objects: Tuple[str, ...] = field(default=(), metadata=flag(
+        "--custom-objects", parse=parse_custom_objects, show=",".join, show_default=False,
+        help="Your model's custom layers, losses or functions, as module:name[,module:name] (imported from the "
+             "current folder or the Python path)."))
+    unsafe_deserialization: bool = field(default=False, metadata=flag(
+        "--unsafe-deserialization", type=bool,
+        help="Load Lambda layers (their code runs when the model is loaded): only for files you trust."))
     variants: Tuple[str, ...] = field(default=VARIANTS, metadata=flag(
         "--variants", parse=parse_variants, show=",".join,
         help="Comma-separated variants to build; the baseline is always built, opt-in ones only when named. "

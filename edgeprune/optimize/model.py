@@ -6,8 +6,10 @@ quantization show what they do to a file's size.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from . import _tf
 from .config import PruneConfig, TrainConfig
@@ -79,8 +81,95 @@ def fit(model: Any, data: Dataset, config: Union[TrainConfig, PruneConfig], on_e
     )
 
 
-def load_model(path: str) -> Any:
-    """Load a .keras, .h5 or SavedModel directory with Keras 2 (what tfmot needs)."""
+def resolve_custom_objects(names: Sequence[str]) -> Dict[str, Any]:
+    """``module:name`` -> {name: the object}, the module imported from the current folder or the Python path
+    (where a user running ``edgeprune optimize`` from their project keeps their layers)."""
+    import importlib
+
+    found: Dict[str, Any] = {}
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        for spec in names:
+            module_name, _, attribute = spec.partition(":")
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # the user's module may fail in any way while it imports
+                raise ModelError(f"--custom-objects {spec}: cannot import {module_name} ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+            if not hasattr(module, attribute):
+                raise ModelError(f"--custom-objects {spec}: {module_name} has no {attribute}")
+            found[attribute] = getattr(module, attribute)
+    finally:
+        if added:
+            sys.path.remove(here)
+    return found
+
+
+#: What Keras says when a .keras file holds a Lambda layer and safe_mode is on.
+_LAMBDA_REFUSED = ("lambda", "safe_mode")
+
+
+def _custom_classes(path: Path) -> List[str]:
+    """The classes a saved model's config names that are not Keras' own (a .keras file's config.json, an .h5
+    file's model_config): what ``--custom-objects`` must provide."""
+    import json
+    import zipfile
+
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        elif path.suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                raw = handle.attrs.get("model_config")
+            config = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+        else:
+            return []
+    except Exception:  # unreadable: Keras says why
+        return []
+    found: List[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name, module = node.get("class_name"), node.get("module")
+            registered = node.get("registered_name") or ""
+            if isinstance(name, str) and (">" in str(registered) or ">" in name
+                                          or (module is not None and not str(module).startswith(("keras", "tf_keras")))):
+                found.append(str(registered or name))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return list(dict.fromkeys(found))
+
+
+def _h5_has_lambda(path: Path) -> bool:
+    """A legacy .h5 model's config names a Lambda layer (Keras loads those without asking: we ask)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config")
+    except Exception:  # not readable as HDF5: Keras will say why
+        return False
+    text = config.decode("utf-8", "replace") if isinstance(config, bytes) else str(config or "")
+    return '"class_name": "Lambda"' in text
+
+
+def load_model(path: str, custom_objects: Sequence[str] = (), unsafe: bool = False) -> Any:
+    """Load a .keras, .h5 or SavedModel directory with Keras 2 (what tfmot needs).
+
+    ``custom_objects`` are ``module:name`` pairs; a Lambda layer (code that runs while loading) is refused
+    unless ``unsafe``, with the flag named.
+    """
     source = Path(path)
     if not source.exists():
         raise ModelError(f"model not found: {path}")
@@ -88,12 +177,31 @@ def load_model(path: str) -> Any:
         raise ModelError(f"{path}: expected a .keras or .h5 file or a SavedModel directory")
     if source.is_dir() and not (source / "saved_model.pb").exists():
         raise ModelError(f"{path}: directory has no saved_model.pb, so it is not a SavedModel")
+    refused = (f"{path}: the model has a Lambda layer, whose code runs when it is loaded; refused. If you trust "
+               f"this file, pass --unsafe-deserialization")
+    if source.suffix in (".h5", ".hdf5") and not unsafe and _h5_has_lambda(source):
+        raise ModelError(refused)
+    objects = resolve_custom_objects(custom_objects)
     _, keras = _tf.load()
     try:
-        model = keras.models.load_model(str(source), compile=False)
+        if source.suffix == ".keras":
+            model = keras.models.load_model(str(source), compile=False, custom_objects=objects or None,
+                                            safe_mode=not unsafe)
+        else:
+            model = keras.models.load_model(str(source), compile=False, custom_objects=objects or None)
     except Exception as exc:  # Keras raises many unrelated types for unreadable files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load the model ({first_line})") from exc
+        text = str(exc).strip()
+        if not unsafe and all(word in text.lower() for word in _LAMBDA_REFUSED):
+            raise ModelError(refused) from exc
+        first_line = text.splitlines()[0] if text else type(exc).__name__
+        custom = _custom_classes(source)
+        hint = ""
+        if custom:
+            hint = (f"; it uses custom objects ({', '.join(custom[:5])}): name where they are defined with "
+                    f"--custom-objects module:name")
+        elif "unknown" in first_line.lower() or "custom" in first_line.lower():
+            hint = "; a custom layer or function? name it with --custom-objects module:name"
+        raise ModelError(f"{path}: cannot load the model ({first_line[:300]}){hint}") from exc
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
         raise ModelError(f"{path}: loaded object is not a Keras model")
     return model

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..results import manifest as manifest_io
 from ..results.manifest import Manifest, VariantEntry
 from . import variants as variant_table
@@ -147,7 +147,8 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     prune_mod.derive_schedule(len(data.x_train), config.prune)
     if config.model:
         progress.stage("Loading model")
-        baseline = timed("load_model", lambda: model_mod.load_model(config.model))
+        baseline = timed("load_model", lambda: model_mod.load_model(config.model, config.custom_objects,
+                                                                    config.unsafe_deserialization))
         model_mod.check_fits(baseline, data)
         source = str(config.model)
     else:

@@ -95,6 +95,26 @@ class LayerSparsity:
 
 
 @dataclass
+class LayerCoverage:
+    """One layer with weights, and whether its weights were pruned or left dense (and why)."""
+
+    layer: str
+    type: str
+    weights: int  # all its weights (kernels, biases, normalization statistics)
+    status: str  # "pruned" (some of its weights) or "dense"
+    reason: str = ""  # why dense, or which of its weights stayed dense
+
+
+#: Why tfmot leaves a layer it knows about dense (its registry lists no prunable weight for it).
+_DENSE_WHY = {
+    "DepthwiseConv2D": "tfmot does not prune depthwise kernels",
+    "BatchNormalization": "normalization statistics: nothing to prune",
+    "LayerNormalization": "normalization parameters: nothing to prune",
+    "Embedding": "tfmot's registry prunes no Embedding weight",
+}
+
+
+@dataclass
 class PruneResult:
     """The stripped model plus what was measured on it."""
 
@@ -102,6 +122,7 @@ class PruneResult:
     schedule: Schedule
     layers: List[LayerSparsity]
     notes: List[str] = field(default_factory=list)
+    coverage: List[LayerCoverage] = field(default_factory=list)
 
     @property
     def sparsity(self) -> float:
@@ -110,9 +131,14 @@ class PruneResult:
 
     def record(self) -> manifest.Pruning:
         """What the manifest records of this pruning."""
+        total = sum(c.weights for c in self.coverage)
+        zeros = sum(layer.zeros for layer in self.layers)
         return manifest.Pruning(
             schedule=manifest.Schedule(**self.schedule.to_dict()),
             sparsity=self.sparsity,
+            total_weights=total, all_weights_sparsity=zeros / total if total else 0.0,
+            coverage=[manifest.LayerCoverage(layer=c.layer, type=c.type, weights=c.weights, status=c.status,
+                                             reason=c.reason) for c in self.coverage],
             layers=[
                 manifest.LayerSparsity(layer=l.layer, weights=l.weights, zeros=l.zeros, sparsity=l.sparsity)
                 for l in self.layers
@@ -124,7 +150,25 @@ class PruneResult:
         return self.record().to_dict()
 
 
-def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str]) -> tuple:
+def coverage_notes(coverage: List[LayerCoverage]) -> List[str]:
+    """What was left dense, grouped by layer type and reason, with its share of all weights: one note each."""
+    total = sum(c.weights for c in coverage) or 1
+    groups: Dict[tuple, List[LayerCoverage]] = {}
+    for c in coverage:
+        if c.status == "dense" or c.reason:
+            groups.setdefault((c.type, c.status, c.reason), []).append(c)
+    notes = []
+    for (kind, status, reason), layers in groups.items():
+        weights = sum(c.weights for c in layers)
+        names = ", ".join(c.layer for c in layers[:4]) + (", ..." if len(layers) > 4 else "")
+        what = "left dense" if status == "dense" else "pruned in part"
+        notes.append(f"{len(layers)} {kind} layer{'s' if len(layers) != 1 else ''} {what} ({names}): {reason}; "
+                     f"{weights / total:.1%} of all weights")
+    return notes
+
+
+def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str],
+          coverage: Optional[List[LayerCoverage]] = None) -> tuple:
     """Wrap each prunable layer; leave the others as they are, with a note for those that hold weights."""
     tfmot = _tf.load_tfmot()
     from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
@@ -138,18 +182,26 @@ def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str])
     )
     prunable_weights: Dict[str, List[str]] = {}
 
+    found = coverage if coverage is not None else []
+
     def wrap(layer: Any) -> Any:
         if not layer.weights:
             return layer
+        kind = type(layer).__name__
+        size = int(sum(int(np.prod(w.shape)) for w in layer.weights))
         if not prune_registry.PruneRegistry.supports(layer):
-            notes.append(f"layer {layer.name!r} ({type(layer).__name__}) is not prunable by tfmot; left unpruned")
+            found.append(LayerCoverage(layer.name, kind, size, "dense", f"tfmot cannot prune a {kind}"))
             return layer
         kernels = _prunable_weights(layer)
         if not kernels:
-            if layer.__class__ not in prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP:
-                notes.append(f"layer {layer.name!r} ({type(layer).__name__}) has no kernel edgeprune can prune; left unpruned")
-            return layer  # normalization layers and the like: tfmot lists them with nothing to prune
+            found.append(LayerCoverage(layer.name, kind, size, "dense",
+                                       _DENSE_WHY.get(kind, f"tfmot prunes no weight of a {kind}")))
+            return layer  # normalization layers, depthwise convolutions and the like
         block = config.block_size if all(len(w.shape) == 2 for w in kernels) else (1, 1)
+        kept = [_short_name(w.name) for w in layer.weights if len(w.shape) > 1 and all(w is not k for k in kernels)]
+        found.append(LayerCoverage(layer.name, kind, size, "pruned",
+                                   f"its {', '.join(kept)} stays dense (tfmot prunes only its "
+                                   f"{', '.join(_short_name(k.name) for k in kernels)})" if kept else ""))
         prunable_weights[layer.name] = [_short_name(w.name) for w in kernels]
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=polynomial, block_size=block)
 
@@ -197,11 +249,13 @@ def prune(model: Any, data: Dataset, config: PruneConfig, seed: int, on_epoch: O
     tfmot = _tf.load_tfmot()
     schedule = derive_schedule(len(data.x_train), config)
     notes: List[str] = []
-    wrapped, prunable_weights = _wrap(clone_with_weights(model), schedule, config, notes)
+    coverage: List[LayerCoverage] = []
+    wrapped, prunable_weights = _wrap(clone_with_weights(model), schedule, config, notes, coverage)
+    notes.extend(coverage_notes(coverage))
     fine_tune(wrapped, data, config, seed, on_epoch, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     layers = measure_sparsity(stripped, prunable_weights)
-    result = PruneResult(stripped, schedule, layers, notes)
+    result = PruneResult(stripped, schedule, layers, notes, coverage)
     if result.sparsity < config.final_sparsity - SPARSITY_TOLERANCE:
         raise PruningError(
             f"pruning reached only {result.sparsity:.1%} sparsity against a target of {config.final_sparsity:.0%} "

@@ -149,12 +149,28 @@ class LayerSparsity(_Record):
 
 
 @dataclass(kw_only=True)
+class LayerCoverage(_Record):
+    """A layer with weights: ``pruned`` (some of them; ``reason`` says which stayed dense) or ``dense`` (why)."""
+
+    layer: str
+    type: str
+    weights: int
+    status: str
+    reason: str = ""
+
+
+@dataclass(kw_only=True)
 class Pruning(_Record):
     schedule: Schedule
-    sparsity: float
+    sparsity: float  # zeros over the pruned kernels
     layers: List[LayerSparsity]
     notes: List[str]
-    _PARTS: ClassVar[Dict[str, Any]] = {"schedule": Schedule, "layers": [LayerSparsity]}
+    #: Every weight of the model, the share of them zero, and every layer with weights (issue 15); None (absent)
+    #: in manifests written before coverage was recorded.
+    total_weights: Optional[int] = None
+    all_weights_sparsity: Optional[float] = None
+    coverage: Optional[List[LayerCoverage]] = None
+    _PARTS: ClassVar[Dict[str, Any]] = {"schedule": Schedule, "layers": [LayerSparsity], "coverage": [LayerCoverage]}
 
 
 @dataclass(kw_only=True)

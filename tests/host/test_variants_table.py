@@ -137,6 +137,7 @@ FLAGS = {
     ("--train-epochs",): 30, ("--prune-epochs", "--epochs"): 10, ("--batch-size",): 32,
     ("--initial-sparsity",): 0.5, ("--final-sparsity",): 0.8, ("--frequency",): None, ("--end-fraction",): 0.6,
     ("--block-size",): "4x1", ("--seed",): 0,
+    ("--custom-objects",): None, ("--unsafe-deserialization",): False,
 }
 
 
