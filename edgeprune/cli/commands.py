@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import click
 
@@ -84,10 +84,6 @@ def _run_optimize(config: OptimizeConfig, quiet: bool) -> Any:
         return optimize_in_child(config, progress, log)
 
 
-def _failed_variants(manifest: Dict[str, Any]) -> List[str]:
-    return [v["name"] for v in manifest["variants"] if v["status"] != "ok"]
-
-
 @main.command()
 @OPTIMIZE_OPTIONS
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest instead of the table.")
@@ -101,9 +97,11 @@ def optimize(as_json: bool, quiet: bool, **options: Any) -> None:
         console = stdout_console()
         console.print(variants_table(result.manifest))
         console.print(f"Run folder: {result.folder}  (manifest.json, eval.npz, *.tflite)", highlight=False)
-    failed = result.document.failed_variants()
-    if failed:
-        click.echo(f"Error: {len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)", err=True)
+    failed, over = result.document.failed_variants(), result.document.over_budget()
+    said = ([f"{len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)"] if failed else []) + (
+        [f"{len(over)} variant(s) lost more accuracy than --max-accuracy-drop allows: {', '.join(over)}"] if over else [])
+    if said:
+        click.echo("Error: " + "; ".join(said), err=True)
         sys.exit(1)
 
 
@@ -289,8 +287,7 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
     benched = _run_bench(result.folder, devices, db, jobs, accept_new_host_keys, quiet)
     _print_report(db, benched.run_id, str(result.folder / "report"), formats)
     click.echo(f"edgeprune run: done in {time.perf_counter() - started:.1f} s", err=True)
-    failed = _failed_variants(result.manifest)
-    if failed or not benched.all_ok:
+    if result.document.failed_variants() or result.document.over_budget() or not benched.all_ok:
         sys.exit(1)
 
 

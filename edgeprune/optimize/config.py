@@ -170,6 +170,9 @@ class OptimizeConfig(_Serializable):
     unsafe_deserialization: bool = field(default=False, metadata=flag(
         "--unsafe-deserialization", type=bool,
         help="Load Lambda layers (their code runs when the model is loaded): only for files you trust."))
+    max_accuracy_drop: float = field(default=5.0, metadata=flag(
+        "--max-accuracy-drop", help="Accuracy points a variant may lose against the baseline (on the test set); a "
+                                    "variant that loses more is marked and optimize exits 1."))
     variants: Tuple[str, ...] = field(default=VARIANTS, metadata=flag(
         "--variants", parse=parse_variants, show=",".join,
         help="Comma-separated variants to build; the baseline is always built, opt-in ones only when named. "
@@ -182,6 +185,8 @@ class OptimizeConfig(_Serializable):
                "--model needs --data PATH.npz (the arrays to fine-tune and evaluate it on)")
         _check(0.0 < self.test_fraction < 1.0, f"test fraction must be in (0, 1), got {self.test_fraction}")
         _check(self.representative_samples >= 1, "representative samples must be >= 1")
+        _check(0.0 <= self.max_accuracy_drop <= 100.0,
+               f"--max-accuracy-drop is in accuracy points, 0 to 100, got {self.max_accuracy_drop}")
         # The baseline is always converted: every ratio and delta is measured against it.
         self.variants = parse_variants(",".join((variant_table.BASELINE,) + tuple(self.variants)))
         if isinstance(self.train, dict):

@@ -36,17 +36,31 @@ def build_default_model(input_shape: Sequence[int], num_classes: int) -> Any:
     )
 
 
-def outputs_probabilities(model: Any) -> bool:
-    """True when the model ends in a softmax (so the loss must not treat its output as logits)."""
+def outputs_probabilities(model: Any, sample: Any = None) -> bool:
+    """True when the model's output is probabilities (it ends in a softmax), so the loss must not treat it as
+    logits. The last layer says so when it is a Softmax or has ``activation="softmax"``; a ``tf.nn.softmax``
+    call (a TFOpLambda), a pruning wrapper around the last layer, or a custom head say nothing, so with
+    ``sample`` inputs the output itself decides: every row non-negative and summing to 1."""
     last = model.layers[-1]
-    return type(last).__name__ == "Softmax" or last.get_config().get("activation") == "softmax"
+    config = last.get_config()
+    inner = config.get("layer", {}).get("config", {}) if isinstance(config.get("layer"), dict) else {}
+    if (type(last).__name__ == "Softmax" or config.get("activation") == "softmax"
+            or inner.get("activation") == "softmax"
+            or (type(last).__name__ == "TFOpLambda" and "softmax" in str(config.get("function", "")))):
+        return True
+    if sample is None:
+        return False
+    import numpy as np
+
+    out = np.asarray(model(sample[:64], training=False), dtype=np.float64)
+    return bool(out.ndim == 2 and np.all(out >= 0) and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def compile_for_training(model: Any, learning_rate: float) -> None:
+def compile_for_training(model: Any, learning_rate: float, sample: Any = None) -> None:
     _, keras = _tf.load()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model, sample)),
         metrics=["accuracy"],
     )
 
@@ -69,7 +83,7 @@ def train_baseline(data: Dataset, config: TrainConfig, seed: int, on_epoch: Opti
 def fit(model: Any, data: Dataset, config: Union[TrainConfig, PruneConfig], on_epoch: Optional[EpochCallback] = None,
         callbacks: Sequence[Any] = ()) -> None:
     """Compile ``model`` and fit it on the training arrays with the config's epochs, batch size and learning rate."""
-    compile_for_training(model, config.learning_rate)
+    compile_for_training(model, config.learning_rate, data.x_train)
     model.fit(
         data.x_train,
         data.y_train,

@@ -109,6 +109,22 @@ def _error_entry(name: str, error: str) -> VariantEntry:
     return VariantEntry(name=name, status="error", description=variant_table.get(name).description, error=error)
 
 
+def _over_budget(entries: List[VariantEntry], budget: float) -> List[str]:
+    """Mark each variant that lost more than ``budget`` accuracy points against the baseline (a compact model
+    at 80% sparsity can lose tens of points and still convert fine); one note each."""
+    base = next((e for e in entries if e.name == variant_table.BASELINE and e.ok), None)
+    notes = []
+    for entry in entries:
+        if base is None or not entry.ok or entry is base or entry.accuracy is None or base.accuracy is None:
+            continue
+        drop = (base.accuracy - entry.accuracy) * 100
+        if drop > budget:
+            entry.over_budget = (f"lost {drop:.1f} accuracy points against the baseline (budget {budget:g}); try a "
+                                 f"lower --final-sparsity or a longer fine-tune (--prune-epochs)")
+            notes.append(f"{entry.name}: {entry.over_budget}")
+    return notes
+
+
 def _convert_all(names: List[str], model: Any, representative: np.ndarray, contents: Dict[str, bytes],
                  errors: Dict[str, str], progress: Progress) -> float:
     """Convert each variant from ``model``: its file content or its error; returns the seconds it took."""
@@ -192,6 +208,9 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     pruned = timed("prune", lambda: prune_mod.prune(baseline, data, config.prune, config.seed, on_epoch=on_epoch))
     if any(not np.array_equal(a, b) for a, b in zip(baseline_weights, baseline.get_weights())):
         raise EdgepruneError("internal error: fine-tuning changed the baseline's weights")
+    if model_mod.outputs_probabilities(baseline, data.x_train):
+        pruned.notes.insert(0, "the model outputs probabilities (it ends in a softmax): fine-tuned with a "
+                               "probability loss (from_logits=False)")
     for note in pruned.notes:
         progress.note(note)
 
@@ -218,6 +237,8 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
             predictions[name] = measured.predictions
         progress.advance(name)
     timings["measure"] = round(time.perf_counter() - t0, 3)
+    for note in _over_budget(entries, config.max_accuracy_drop):
+        progress.note(note)
     np.savez(folder / PREDICTIONS_FILE, **{manifest_io.predictions_key(k): v for k, v in predictions.items()})
 
     scores = np.argmax(baseline.predict(data.x_test, verbose=0, batch_size=256), axis=-1)

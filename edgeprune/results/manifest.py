@@ -200,6 +200,8 @@ class VariantEntry(_Record):
     predictions_digest: Optional[str] = None
     input: Optional[Tensor] = None
     output: Optional[Tensor] = None
+    #: Set when the variant lost more accuracy than ``--max-accuracy-drop`` allows: by how much, what to try.
+    over_budget: Optional[str] = None
     _PARTS: ClassVar[Dict[str, Any]] = {"input": Tensor, "output": Tensor}
 
     @property
@@ -231,6 +233,10 @@ class Manifest(_Record):
         """The typed manifest of a JSON document; ManifestError when it does not match the schema."""
         validate(data)
         return cls._from_json(data)
+
+    def over_budget(self) -> List[str]:
+        """The variants that lost more accuracy than the run's budget allowed."""
+        return [v.name for v in self.variants if v.over_budget]
 
     def variant(self, name: str) -> VariantEntry:
         for entry in self.variants:

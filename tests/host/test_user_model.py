@@ -11,7 +11,9 @@ from edgeprune.results.manifest import validate
 pytestmark = pytest.mark.slow
 
 #: Small and fast: 400 training samples / 32 = 13 steps per epoch.
-FAST_ARGS = ["--prune-epochs", "2", "--json", "--quiet"]
+#: Two epochs on 400 samples cost a small model more than the default 5-point accuracy budget: these tests are
+#: about formats and failures, so the budget is opened (test_outputs_and_budget.py tests it).
+FAST_ARGS = ["--prune-epochs", "2", "--max-accuracy-drop", "100", "--json", "--quiet"]
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5", "savedmodel"])
