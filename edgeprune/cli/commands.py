@@ -97,9 +97,10 @@ def optimize(as_json: bool, quiet: bool, **options: Any) -> None:
         console = stdout_console()
         console.print(variants_table(result.manifest))
         console.print(f"Run folder: {result.folder}  (manifest.json, eval.npz, *.tflite)", highlight=False)
-    failed, over = result.document.failed_variants(), result.document.over_budget()
+    failed, over, off = result.document.failed_variants(), result.document.over_budget(), result.document.mismatched()
     said = ([f"{len(failed)} variant(s) failed: {', '.join(failed)} (reasons in the manifest)"] if failed else []) + (
-        [f"{len(over)} variant(s) lost more accuracy than --max-accuracy-drop allows: {', '.join(over)}"] if over else [])
+        [f"{len(over)} variant(s) lost more accuracy than --max-accuracy-drop allows: {', '.join(over)}"] if over else []
+    ) + ([f"{len(off)} variant(s) do not compute what their Keras model does: {', '.join(off)}"] if off else [])
     if said:
         click.echo("Error: " + "; ".join(said), err=True)
         sys.exit(1)
@@ -287,7 +288,8 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
     benched = _run_bench(result.folder, devices, db, jobs, accept_new_host_keys, quiet)
     _print_report(db, benched.run_id, str(result.folder / "report"), formats)
     click.echo(f"edgeprune run: done in {time.perf_counter() - started:.1f} s", err=True)
-    if result.document.failed_variants() or result.document.over_budget() or not benched.all_ok:
+    document = result.document
+    if document.failed_variants() or document.over_budget() or document.mismatched() or not benched.all_ok:
         sys.exit(1)
 
 

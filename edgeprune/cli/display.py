@@ -100,7 +100,8 @@ def variants_table(manifest: Dict[str, Any]) -> Any:
             ]
         else:
             row += ["-", "-"]
-        row += [f"{v['sparsity']:.1%}", f"{v['accuracy']:.2%}" + (" [red]![/]" if v.get("over_budget") else "")]
+        row += [f"{v['sparsity']:.1%}", f"{v['accuracy']:.2%}" + (" [red]![/]" if v.get("over_budget") else "")
+                + (" [red]≠ Keras[/]" if v.get("mismatch") else "")]
         row.append(f"{(v['accuracy'] - base['accuracy']) * 100:+.2f}" if base else "-")
         table.add_row(*row)
     pruning = manifest["pruning"]

@@ -33,10 +33,18 @@ def _captured_stderr() -> Iterator[list]:
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
-def _converter(tf: Any, variant: Variant, model: Any, representative: np.ndarray) -> Any:
-    """A TFLiteConverter for ``model`` set up as the row says (names resolved against tf and tf.lite)."""
+def _converter(tf: Any, variant: Variant, model: Any, representative: np.ndarray, static: bool = False) -> Any:
+    """A TFLiteConverter for ``model`` set up as the row says (names resolved against tf and tf.lite).
+
+    ``static``: from a concrete function with the batch fixed at 1, for graphs the dynamic form cannot lower
+    (a recurrent layer's TensorList needs a static element shape)."""
     settings = variant.converter
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if static:
+        spec = tf.TensorSpec([1, *model.input_shape[1:]], model.inputs[0].dtype)
+        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if settings.optimizations:
         converter.optimizations = [getattr(tf.lite.Optimize, name) for name in settings.optimizations]
     if settings.supported_types:
@@ -63,17 +71,31 @@ def convert_variant(name: str, model: Any, representative: np.ndarray) -> bytes:
     converter's own words on failure."""
     variant = get(name)
     tf, _ = _tf.load()
-    converter = _converter(tf, variant, model, representative)
-    with _captured_stderr() as log:
-        try:
-            flatbuffer = converter.convert()
-        except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
-            error = exc
-        else:
-            error = None
+    flatbuffer, error, said = _convert(tf, variant, model, representative, static=False)
+    if error is not None and _has_recurrent_layer(model):  # TensorListReserve & co: retry with a static batch
+        flatbuffer, error, said = _convert(tf, variant, model, representative, static=True)
     if error is not None:
         detail = str(error).strip().splitlines()
-        tail = [line for line in log[0].splitlines() if "error" in line.lower()][-1:]
-        reason = (detail[0] if detail else type(error).__name__) + (f" ({tail[0].strip()})" if tail else "")
-        raise ConversionError(f"{name}: conversion failed: {reason}") from error
+        tail = [line for line in said.splitlines() if "error" in line.lower()][-1:]
+        reason = (detail[0] if detail else type(error).__name__) + (f" ({tail[0].strip()[:300]})" if tail else "")
+        # the converter's whole story goes to native.log (fd 2), the terminal and manifest get one line
+        os.write(2, f"--- {name}: conversion failed ---\n{error}\n{said}\n".encode("utf-8", "replace"))
+        raise ConversionError(f"{name}: conversion failed: {reason[:500]} (the converter's output is in "
+                              f"native.log)") from error
     return bytes(flatbuffer)
+
+
+def _has_recurrent_layer(model: Any) -> bool:
+    return any(type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional")
+               for layer in getattr(model, "layers", []))
+
+
+def _convert(tf: Any, variant: Variant, model: Any, representative: np.ndarray, static: bool) -> tuple:
+    """(flatbuffer, None, log) or (None, the exception, log) for one attempt."""
+    flatbuffer, error = None, None
+    with _captured_stderr() as log:
+        try:
+            flatbuffer = _converter(tf, variant, model, representative, static).convert()
+        except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
+            error = exc
+    return flatbuffer, error, log[0] if log else ""

@@ -197,7 +197,8 @@ def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str],
             found.append(LayerCoverage(layer.name, kind, size, "dense",
                                        _DENSE_WHY.get(kind, f"tfmot prunes no weight of a {kind}")))
             return layer  # normalization layers, depthwise convolutions and the like
-        block = config.block_size if all(len(w.shape) == 2 for w in kernels) else (1, 1)
+        recurrent = prune_registry.PruneRegistry._is_rnn_layer(layer)
+        block = config.block_size if all(len(w.shape) == 2 for w in kernels) and not recurrent else (1, 1)
         kept = [_short_name(w.name) for w in layer.weights if len(w.shape) > 1 and all(w is not k for k in kernels)]
         found.append(LayerCoverage(layer.name, kind, size, "pruned",
                                    f"its {', '.join(kept)} stays dense (tfmot prunes only its "
@@ -219,6 +220,10 @@ def _prunable_weights(layer: Any) -> list:
     if isinstance(layer, prunable_layer.PrunableLayer):
         return list(layer.get_prunable_weights())
     registry = prune_registry.PruneRegistry
+    if registry._is_rnn_layer(layer):  # LSTM, GRU, SimpleRNN: their cells' kernels (tfmot prunes those)
+        cells = registry._get_rnn_cells(layer)
+        return [getattr(cell, name) for cell in cells
+                for name in registry._RNN_CELLS_WEIGHTS_MAP.get(cell.__class__, [])]
     if layer.__class__ in registry._LAYERS_WEIGHTS_MAP:
         return [getattr(layer, name) for name in registry._weight_names(layer)]
     return []

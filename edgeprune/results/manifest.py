@@ -202,6 +202,9 @@ class VariantEntry(_Record):
     output: Optional[Tensor] = None
     #: Set when the variant lost more accuracy than ``--max-accuracy-drop`` allows: by how much, what to try.
     over_budget: Optional[str] = None
+    #: Share of the test set on which it predicts what its Keras model predicts, and why that is too low.
+    keras_agreement: Optional[float] = None
+    mismatch: Optional[str] = None
     _PARTS: ClassVar[Dict[str, Any]] = {"input": Tensor, "output": Tensor}
 
     @property
@@ -237,6 +240,10 @@ class Manifest(_Record):
     def over_budget(self) -> List[str]:
         """The variants that lost more accuracy than the run's budget allowed."""
         return [v.name for v in self.variants if v.over_budget]
+
+    def mismatched(self) -> List[str]:
+        """The variants that do not compute what their Keras model computes."""
+        return [v.name for v in self.variants if v.mismatch]
 
     def variant(self, name: str) -> VariantEntry:
         for entry in self.variants:
