@@ -81,3 +81,16 @@ def test_a_variant_over_the_accuracy_budget_is_marked_and_fails_the_run(cli, sma
     assert relaxed.returncode == 0, relaxed.stderr[-2000:]
     assert not any(v.get("over_budget") for v in json.loads((tmp_path / "relaxed" / "manifest.json").read_text())
                    ["variants"])
+
+
+def test_a_model_with_two_inputs_is_refused_before_training_in_one_line(cli, small_digits_npz, tmp_path,
+                                                                        assert_one_line_error):
+    import tf_keras as keras
+
+    first, second = keras.layers.Input((8, 8, 1)), keras.layers.Input((4,))
+    merged = keras.layers.Concatenate()([keras.layers.Flatten()(first), second])
+    model = keras.Model([first, second], keras.layers.Dense(10)(merged))
+    proc = cli("optimize", "--model", str(_save(model, tmp_path / "two.keras")), "--data", str(small_digits_npz),
+               "--out", str(tmp_path / "out"), "--quiet")
+    assert "several inputs or outputs are not supported" in assert_one_line_error(proc)
+    assert not (tmp_path / "out" / "manifest.json").exists()
