@@ -170,6 +170,27 @@ def crash_message(crash: Crash, retried: bool = False) -> str:
     return f"optimize crashed in stage {crash.stage!r} ({crash.how}){said}{remedy}"
 
 
+def _kept(folder: Path, message: str) -> str:
+    """After a crash: the incomplete manifest the child wrote (the variants built before it) says why the others
+    are missing; returns what to add to the error line."""
+    from ..errors import ManifestError
+    from ..results import manifest as manifest_io
+    from .pipeline import NOT_BUILT
+
+    try:
+        document = manifest_io.load(folder)
+    except ManifestError:
+        return ""
+    if document.complete is not False:
+        return ""
+    for entry in document.variants:
+        if entry.error == NOT_BUILT:
+            entry.error = f"{NOT_BUILT}: {message}"[:2000]
+    manifest_io.save(document, folder)
+    built = [v.name for v in document.variants if v.ok]
+    return f"; measured before the crash and kept in {folder / 'manifest.json'}: {', '.join(built)}" if built else ""
+
+
 def optimize_in_child(config: Any, progress: Any, log: Optional[Path]) -> Any:
     """The pipeline's result, computed in a child (see the module docstring); raises OptimizeCrash."""
     from ..results import manifest as manifest_io
@@ -183,7 +204,8 @@ def optimize_in_child(config: Any, progress: Any, log: Optional[Path]) -> Any:
         retried = True
         outcome, crash = _attempt(config, progress, log, {ONEDNN_ENV: "0"})
     if crash is not None:
-        raise OptimizeCrash(crash_message(crash, retried))
+        message = crash_message(crash, retried)
+        raise OptimizeCrash(message + _kept(config.out_path, message))
     folder, notes = outcome
     document = manifest_io.load(folder)
     if retried:

@@ -219,6 +219,15 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
                                                progress)
     baseline_weights = [w.copy() for w in baseline.get_weights()]
     keras_labels = {"baseline": _keras_labels(baseline, data.x_test)}
+    # What is built so far is measured and written at once, in a manifest marked incomplete: if TensorFlow
+    # crashes later (the fine-tunes), the baseline variants stay measured and benchable.
+    done: Dict[str, VariantEntry] = {}
+    predictions: Dict[str, np.ndarray] = {}
+    _measure_into(by_source["baseline"], contents, errors, data, folder, done, predictions, Progress())
+    pending = [_error_entry(n, NOT_BUILT) for n in config.variants if n not in done]
+    manifest_io.save(_document(config, data, folder, source, baseline, keras_labels, None,
+                               [done.get(n) or next(p for p in pending if p.name == n) for n in config.variants],
+                               dict(timings), complete=False), folder)
 
     def on_epoch(epoch: int, logs: Dict[str, Any]) -> None:
         progress.advance(f"accuracy {logs.get('accuracy', 0):.3f}")
@@ -247,34 +256,31 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     progress.stage("Converting variants", total=len(by_source["pruned"]))
     timings["convert"] = _convert_all(by_source["pruned"], pruned.model, representative, contents, errors, progress)
 
-    progress.stage("Measuring variants", total=len(contents))
+    progress.stage("Measuring variants", total=len([n for n in config.variants if n not in done]))
     t0 = time.perf_counter()
-    entries: List[VariantEntry] = []
-    predictions: Dict[str, np.ndarray] = {}
-    for name in config.variants:
-        if name in errors:
-            entries.append(_error_entry(name, errors[name]))
-            continue
-        content = contents[name]
-        (folder / variant_table.get(name).file).write_bytes(content)
-        try:
-            measured = measure(content, data.x_test, data.y_test)
-        except EdgepruneError as exc:
-            entries.append(_error_entry(name, str(exc)))
-            progress.note(f"{name}: {exc}")
-        else:
-            entries.append(_ok_entry(name, measured))
-            predictions[name] = measured.predictions
-        progress.advance(name)
+    _measure_into([n for n in config.variants if n not in done], contents, errors, data, folder, done, predictions,
+                  progress)
+    entries = [done[name] for name in config.variants]
     timings["measure"] = round(time.perf_counter() - t0, 3)
     for note in _over_budget(entries, config.max_accuracy_drop) + _against_keras(entries, predictions,
                                                                                   keras_labels, data.y_test):
         progress.note(note)
     np.savez(folder / PREDICTIONS_FILE, **{manifest_io.predictions_key(k): v for k, v in predictions.items()})
 
-    keras_accuracy = float(np.mean(keras_labels["baseline"] == data.y_test))
     timings["total"] = round(time.perf_counter() - started, 3)
-    document = Manifest(
+    document = _document(config, data, folder, source, baseline, keras_labels, pruned.record(), entries, timings)
+    manifest_io.save(document, folder)
+    return OptimizeResult(folder=folder, document=document, notes=list(pruned.notes))
+
+
+#: What an incomplete manifest says of a variant optimize had not built yet (the parent adds why it stopped).
+NOT_BUILT = "not built: optimize stopped before it"
+
+
+def _document(config: OptimizeConfig, data: Dataset, folder: Path, source: str, baseline: Any,
+              keras_labels: Dict[str, np.ndarray], pruning: Optional[manifest_io.Pruning], entries: List[VariantEntry],
+              timings: Dict[str, float], complete: bool = True) -> Manifest:
+    return Manifest(
         schema_version=manifest_io.SCHEMA_VERSION,
         producer=manifest_io.Producer(name="edgeprune", version=__version__),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -282,14 +288,35 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
         versions=library_versions(),
         dataset=manifest_io.Dataset(**data.describe(), eval_file=EVAL_FILE, eval_sha256=_sha256(folder / EVAL_FILE)),
         baseline=manifest_io.Baseline(source=source, params=int(baseline.count_params()),
-                                      keras_accuracy=keras_accuracy),
-        pruning=pruned.record(),
+                                      keras_accuracy=float(np.mean(keras_labels["baseline"] == data.y_test))),
+        pruning=pruning,
         variants=entries,
         predictions_file=PREDICTIONS_FILE,
         timings=timings,
+        complete=None if complete else False,
     )
-    manifest_io.save(document, folder)
-    return OptimizeResult(folder=folder, document=document, notes=list(pruned.notes))
+
+
+def _measure_into(names: List[str], contents: Dict[str, bytes], errors: Dict[str, str], data: Dataset, folder: Path,
+                  done: Dict[str, VariantEntry], predictions: Dict[str, np.ndarray], progress: Progress) -> None:
+    """Write and measure each of ``names`` (or record its conversion error) into ``done`` and ``predictions``,
+    then the predictions file, so a manifest written now can be benched."""
+    for name in names:
+        if name in errors:
+            done[name] = _error_entry(name, errors[name])
+            continue
+        content = contents[name]
+        (folder / variant_table.get(name).file).write_bytes(content)
+        try:
+            measured = measure(content, data.x_test, data.y_test)
+        except EdgepruneError as exc:
+            done[name] = _error_entry(name, str(exc))
+            progress.note(f"{name}: {exc}")
+        else:
+            done[name] = _ok_entry(name, measured)
+            predictions[name] = measured.predictions
+        progress.advance(name)
+    np.savez(folder / PREDICTIONS_FILE, **{manifest_io.predictions_key(k): v for k, v in predictions.items()})
 
 
 def default_out_dir(root: str = "runs") -> str:

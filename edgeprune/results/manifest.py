@@ -90,7 +90,9 @@ class _Record:
             part = cls._PARTS.get(key)
             if key not in known:
                 continue
-            if isinstance(part, list):
+            if value is None:
+                kwargs[key] = None
+            elif isinstance(part, list):
                 kwargs[key] = [part[0].from_dict(item) for item in value]
             elif part is not None:
                 kwargs[key] = part.from_dict(value)
@@ -224,10 +226,12 @@ class Manifest(_Record):
     versions: Dict[str, str]
     dataset: Dataset
     baseline: Baseline
-    pruning: Pruning
+    pruning: Optional[Pruning]  # None only while incomplete (before pruning)
     variants: List[VariantEntry]
     predictions_file: Optional[str] = None
     timings: Optional[Dict[str, float]] = None
+    #: False while optimize is still running (or after it crashed): only the variants marked ok were built.
+    complete: Optional[bool] = None
     _PARTS: ClassVar[Dict[str, Any]] = {"producer": Producer, "dataset": Dataset, "baseline": Baseline,
                                         "pruning": Pruning, "variants": [VariantEntry]}
 

@@ -59,6 +59,14 @@ def test_a_native_abort_while_fine_tuning_is_one_error_line(cli, project, small_
     assert "optimize crashed in stage 'Pruning (fine-tune)' (signal SIGABRT)" in line, line
     assert "--debug" in line  # no known remedy: where to see the native output
     assert (project / "out" / "native.log").is_file()
+    # what was measured before the crash stays: the baseline, in a manifest marked incomplete
+    assert f"kept in {project / 'out' / 'manifest.json'}: baseline-float32" in line
+    manifest = json.loads((project / "out" / "manifest.json").read_text())
+    assert manifest["complete"] is False and manifest["pruning"] is None
+    status = {v["name"]: v for v in manifest["variants"]}
+    assert status["baseline-float32"]["status"] == "ok" and (project / "out" / "baseline-float32.tflite").is_file()
+    assert status["pruned-float32"]["status"] == "error"
+    assert "crashed in stage 'Pruning (fine-tune)'" in status["pruned-float32"]["error"]
 
 
 def test_the_onednn_abort_is_retried_with_onednn_off_and_said(cli, project, small_digits_npz):
