@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
@@ -66,14 +66,8 @@ class SSHTarget:
     jumps: Tuple["SSHTarget", ...] = ()
     #: OpenSSH's ProxyCommand, tokens expanded; the connection is its stdin/stdout.
     proxy_command: Optional[str] = None
-    #: Kept for the single-key API (tests and old callers): the first identity file.
-    key_file: Optional[str] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.known_hosts, str):
-            self.known_hosts = (self.known_hosts,)
-        if self.key_file and not self.identity_files:
-            self.identity_files = (self.key_file,)
         self.name = self.name or self.host
 
     @property
@@ -295,9 +289,3 @@ def ssh_target(profile: "DeviceProfile") -> SSHTarget:
         target = replace(target, connect_timeout=float(profile.connect_timeout))
     return target
 
-
-def resolve_alias(host: str, ssh_config: Optional[str]) -> Dict[str, object]:
-    """What the ssh_config says about ``host`` (hostname, port, user, identityfile ...), as OpenSSH resolves it;
-    for ``devices check`` and tests."""
-    return {key: values if key in ("identityfile", "certificatefile") else values[0]
-            for key, values in dump(host, ssh_config).items()}
