@@ -1,4 +1,5 @@
 """The ``edgeprune`` command line: parsing, one call per command, errors as one line. Drawing is in ``display``."""
 from .commands import main
+from . import explain_cmd  # noqa: F401 (registers the command)
 
 __all__ = ["main"]
