@@ -13,12 +13,15 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dat
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from . import structures
 from . import variants as variant_table
 from ..errors import ConfigError
 
 #: The TFLite variants ``optimize`` builds by default, in the order they are reported (the rows of
 #: ``variants.TABLE`` marked ``default``; opt-in rows such as finetuned-float32 are built when named in --variants).
 VARIANTS: Tuple[str, ...] = variant_table.defaults()
+#: The built-in models (``--builtin``), trained on the digits when the user brings no model (``optimize.model``).
+BUILTINS: Tuple[str, ...] = ("cnn", "mobilenet")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -131,7 +134,10 @@ class PruneConfig(_Serializable):
         "--end-fraction", help="Fraction of the fine-tune after which pruning stops and accuracy recovers."))
     block_size: Tuple[int, int] = field(default=(4, 1), metadata=flag(
         "--block-size", parse=parse_block_size, show=format_block_size,
-        help="Block of zeros in 2-D (Dense) kernels; 1x1 is unstructured."))
+        help="Block of zeros in 2-D (Dense) kernels under --structure block; 1x1 is unstructured."))
+    structure: str = field(default=structures.DEFAULT, metadata=flag(
+        "--structure", parse=structures.parse,
+        help="Where the zeros go: " + structures.help_text() + "."))
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.initial_sparsity < 1.0, f"initial sparsity must be in [0, 1), got {self.initial_sparsity}")
@@ -148,6 +154,18 @@ class PruneConfig(_Serializable):
         _check(0.0 < self.end_fraction <= 1.0, f"--end-fraction must be in (0, 1], got {self.end_fraction}")
         self.block_size = tuple(self.block_size)  # type: ignore[assignment]
         _check(len(self.block_size) == 2 and min(self.block_size) >= 1, f"bad block size {self.block_size}")
+        self.structure = structures.parse(self.structure)
+
+    @property
+    def target_sparsity(self) -> float:
+        """The sparsity the pruned kernels must reach: --final-sparsity, or what the structure fixes (2:4: 50%)."""
+        fixed = structures.get(self.structure).fixed_sparsity
+        return fixed if fixed is not None else self.final_sparsity
+
+    @property
+    def block(self) -> Tuple[int, int]:
+        """The block of zeros in 2-D kernels: --block-size under the block structure, single weights otherwise."""
+        return self.block_size if structures.get(self.structure).uses_block else (1, 1)
 
 
 @dataclass
@@ -160,6 +178,10 @@ class OptimizeConfig(_Serializable):
         "--model", help="Your Keras model: .keras, .h5 or a SavedModel folder."))
     data: Optional[str] = field(default=None, metadata=flag(
         "--data", help=".npz with x_train, y_train, x_test, y_test (default: digits)."))
+    builtin: str = field(default="cnn", metadata=flag(
+        "--builtin", help="The built-in model trained when --model is not given: cnn (a small CNN on the 8x8 digits) "
+                          "or mobilenet (a MobileNet-like network on the digits upscaled to 64x64 RGB, which "
+                          "XNNPACK's sparse path can take)."))
     seed: int = field(default=0, metadata=flag("--seed"))
     test_fraction: float = 0.25
     representative_samples: int = 200
@@ -183,6 +205,9 @@ class OptimizeConfig(_Serializable):
     def __post_init__(self) -> None:
         _check(self.model is None or self.data is not None,
                "--model needs --data PATH.npz (the arrays to fine-tune and evaluate it on)")
+        _check(self.builtin in BUILTINS, f"--builtin must be one of {', '.join(BUILTINS)}, got {self.builtin!r}")
+        _check(self.model is None or self.builtin == "cnn", "--builtin chooses the built-in model; with --model "
+                                                           "your model is used (leave --builtin out)")
         _check(0.0 < self.test_fraction < 1.0, f"test fraction must be in (0, 1), got {self.test_fraction}")
         _check(self.representative_samples >= 1, "representative samples must be >= 1")
         _check(0.0 <= self.max_accuracy_drop <= 100.0,

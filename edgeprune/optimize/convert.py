@@ -6,6 +6,7 @@ terminal stays readable and a failure can quote what the converter said.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from typing import Any, Iterator
@@ -13,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import _tf
+from .structures import get as structure_of, untagged
 from .variants import Variant, get
 from ..errors import ConversionError
 
@@ -69,7 +71,7 @@ def _converter(tf: Any, variant: Variant, model: Any, representative: np.ndarray
 def convert_variant(name: str, model: Any, representative: np.ndarray) -> bytes:
     """Convert ``model`` (the one the row's ``source`` names) to variant ``name``; raise ConversionError with the
     converter's own words on failure."""
-    variant = get(name)
+    variant = stored_as(name)
     tf, _ = _tf.load()
     flatbuffer, error, said = _convert(tf, variant, model, representative, static=False)
     if error is not None and _has_recurrent_layer(model):  # TensorListReserve & co: retry with a static batch
@@ -83,6 +85,21 @@ def convert_variant(name: str, model: Any, representative: np.ndarray) -> bytes:
         raise ConversionError(f"{name}: conversion failed: {reason[:500]} (the converter's output is in "
                               f"native.log)") from error
     return bytes(flatbuffer)
+
+
+def stored_as(name: str) -> Variant:
+    """The row of ``name`` with the converter settings its structure adds: a structure that stores its weights
+    sparse (xnnpack-sparse) converts the float32 rows with EXPERIMENTAL_SPARSITY, which stores the pruned
+    kernels sparse behind a DENSIFY op: the sign XNNPACK's sparse path looks for. Quantized rows stay dense: that
+    path runs float models only."""
+    variant = get(name)
+    _, structure = untagged(name)
+    settings = variant.converter
+    if structure is not None and structure_of(structure).sparse_storage and variant.sparse_storage \
+            and not settings.optimizations and not settings.supported_types:
+        settings = dataclasses.replace(settings, optimizations=("EXPERIMENTAL_SPARSITY",))
+        return dataclasses.replace(variant, converter=settings)
+    return variant
 
 
 def _has_recurrent_layer(model: Any) -> bool:

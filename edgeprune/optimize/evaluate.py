@@ -48,7 +48,8 @@ def gzip_size(content: bytes) -> int:
 
 
 def stored_sparsity(content: bytes) -> float:
-    """Fraction of zeros over the constant weight tensors (rank >= 2) stored in the flatbuffer."""
+    """Fraction of zeros over the constant weight tensors (rank >= 2) stored in the flatbuffer, counting a
+    sparse-stored tensor's zeros against its dense shape."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
@@ -65,6 +66,12 @@ def stored_sparsity(content: bytes) -> float:
             quant = tensor.quantization
             if quant is not None and quant.zeroPoint is not None and len(quant.zeroPoint) == 1:
                 zero_point = int(quant.zeroPoint[0])
+            if tensor.sparsity is not None:  # stored sparse (EXPERIMENTAL_SPARSITY): the buffer holds the
+                # non-zero values (and the zeros inside kept blocks); the tensor's shape is the dense one
+                dense = int(np.prod(shape))
+                zeros += dense - int(np.count_nonzero(values != zero_point))
+                total += dense
+                continue
             zeros += int(np.count_nonzero(values == zero_point))
             total += int(values.size)
     return zeros / total if total else 0.0

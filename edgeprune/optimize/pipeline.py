@@ -15,17 +15,18 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._version import __version__
 from ..results import manifest as manifest_io
 from ..results.manifest import Manifest, VariantEntry
+from . import structures
 from . import variants as variant_table
 from .config import OptimizeConfig
 from .convert import convert_variant
-from .data import Dataset, load_digits_dataset, load_npz_dataset, write_eval_npz
+from .data import Dataset, load_digits_dataset, load_digits_rgb, load_npz_dataset, write_eval_npz
 from ..errors import ConfigError, EdgepruneError
 from .evaluate import Measurement, measure
 
@@ -89,6 +90,8 @@ def prepare_output(folder: Path) -> None:
 def load_data(config: OptimizeConfig) -> Dataset:
     if config.data:
         return load_npz_dataset(config.data)
+    if config.builtin == "mobilenet":
+        return load_digits_rgb(seed=config.seed, test_fraction=config.test_fraction)
     return load_digits_dataset(seed=config.seed, test_fraction=config.test_fraction)
 
 
@@ -99,7 +102,7 @@ def _sha256(path: Path) -> str:
 def _ok_entry(name: str, m: Measurement) -> VariantEntry:
     row = variant_table.get(name)
     return VariantEntry(
-        name=name, status="ok", description=row.description, file=row.file, sha256=m.sha256,
+        name=name, status="ok", description=row.description, file=f"{name}.tflite", sha256=m.sha256,
         size_bytes=m.size_bytes, gzip_bytes=m.gzip_bytes, sparsity=m.sparsity, accuracy=m.accuracy,
         predictions_digest=m.predictions_digest, input=m.input, output=m.output,
     )
@@ -195,13 +198,14 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
         model_mod.check_fits(baseline, data)
         source = str(config.model)
     else:
-        source = "built-in CNN trained on " + data.name
+        source = f"built-in {'CNN' if config.builtin == 'cnn' else config.builtin} trained on {data.name}"
         progress.stage("Training baseline", total=config.train.epochs)
         baseline = timed(
             "train",
             lambda: model_mod.train_baseline(
                 data, config.train, config.seed,
                 on_epoch=lambda e, logs: progress.advance(f"accuracy {logs.get('accuracy', 0):.3f}"),
+                builtin=config.builtin,
             ),
         )
     write_eval_npz(data, folder / EVAL_FILE)
@@ -211,8 +215,10 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     contents: Dict[str, bytes] = {}
     errors: Dict[str, str] = {}
     representative = data.x_train[: config.representative_samples]
+    # The names as built: a pruned row carries its structure's tag (pruned-2by4-int8); the default keeps the plain one.
+    names = [structures.tagged(name, config.prune.structure) for name in config.variants]
     by_source: Dict[str, List[str]] = {source: [] for source in variant_table.SOURCES}
-    for name in config.variants:
+    for name in names:
         by_source[variant_table.get(name).source].append(name)
     progress.stage("Converting baseline", total=len(by_source["baseline"]))
     timings["convert_baseline"] = _convert_all(by_source["baseline"], baseline, representative, contents, errors,
@@ -224,9 +230,8 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     done: Dict[str, VariantEntry] = {}
     predictions: Dict[str, np.ndarray] = {}
     _measure_into(by_source["baseline"], contents, errors, data, folder, done, predictions, Progress())
-    pending = [_error_entry(n, NOT_BUILT) for n in config.variants if n not in done]
     manifest_io.save(_document(config, data, folder, source, baseline, keras_labels, None,
-                               [done.get(n) or next(p for p in pending if p.name == n) for n in config.variants],
+                               [done.get(n) or _error_entry(n, NOT_BUILT) for n in names],
                                dict(timings), complete=False), folder)
 
     def on_epoch(epoch: int, logs: Dict[str, Any]) -> None:
@@ -255,12 +260,29 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     keras_labels["pruned"] = _keras_labels(pruned.model, data.x_test)
     progress.stage("Converting variants", total=len(by_source["pruned"]))
     timings["convert"] = _convert_all(by_source["pruned"], pruned.model, representative, contents, errors, progress)
+    if by_source["pqat"]:
+        from . import pqat as pqat_mod
 
-    progress.stage("Measuring variants", total=len([n for n in config.variants if n not in done]))
+        progress.stage("Quantization-aware fine-tune (keeps the zeros)", total=pqat_mod.epochs(config.prune))
+        try:
+            quantized = timed("pqat", lambda: pqat_mod.pqat_clone(pruned.model, data, config.prune, config.seed,
+                                                                  on_epoch=on_epoch))
+        except EdgepruneError as exc:  # the other variants stand; these say why they were not built
+            errors.update({name: f"{name}: {exc}" for name in by_source["pqat"]})
+            progress.note(str(exc))
+        else:
+            keras_labels["pqat"] = _keras_labels(quantized, data.x_test)
+            timings["convert_pqat"] = _convert_all(by_source["pqat"], quantized, representative, contents, errors,
+                                                   progress)
+            del quantized
+
+    progress.stage("Measuring variants", total=len([n for n in names if n not in done]))
     t0 = time.perf_counter()
-    _measure_into([n for n in config.variants if n not in done], contents, errors, data, folder, done, predictions,
-                  progress)
-    entries = [done[name] for name in config.variants]
+    _measure_into([n for n in names if n not in done], contents, errors, data, folder, done, predictions, progress)
+    entries = [done[name] for name in names]
+    for entry in entries:
+        if variant_table.get(entry.name).source in ("pruned", "pqat"):
+            entry.structure = config.prune.structure
     timings["measure"] = round(time.perf_counter() - t0, 3)
     for note in _over_budget(entries, config.max_accuracy_drop) + _against_keras(entries, predictions,
                                                                                   keras_labels, data.y_test):
@@ -306,7 +328,7 @@ def _measure_into(names: List[str], contents: Dict[str, bytes], errors: Dict[str
             done[name] = _error_entry(name, errors[name])
             continue
         content = contents[name]
-        (folder / variant_table.get(name).file).write_bytes(content)
+        (folder / f"{name}.tflite").write_bytes(content)
         try:
             measured = measure(content, data.x_test, data.y_test)
         except EdgepruneError as exc:
@@ -317,6 +339,34 @@ def _measure_into(names: List[str], contents: Dict[str, bytes], errors: Dict[str
             predictions[name] = measured.predictions
         progress.advance(name)
     np.savez(folder / PREDICTIONS_FILE, **{manifest_io.predictions_key(k): v for k, v in predictions.items()})
+
+
+BASELINE_MODEL = "baseline.keras"
+BASELINE_DATA = "data.npz"
+
+
+def prepare_baseline(config: OptimizeConfig, folder: Path, progress: Optional[Progress] = None) -> Tuple[Path, Path]:
+    """Train the built-in baseline (or load the user's ``--model``) once and write it with its arrays:
+    ``folder/baseline.keras`` and ``folder/data.npz`` (x_train, y_train, x_test, y_test). A sweep optimizes every
+    point from these, so all points prune the same baseline and measure on the same split."""
+    from . import model as model_mod
+
+    progress = progress or Progress()
+    prepare_output(folder)
+    data = load_data(config)
+    if config.model:
+        progress.stage("Loading model")
+        baseline = model_mod.load_model(config.model, config.custom_objects, config.unsafe_deserialization)
+        model_mod.check_fits(baseline, data)
+    else:
+        progress.stage("Training baseline", total=config.train.epochs)
+        baseline = model_mod.train_baseline(
+            data, config.train, config.seed, builtin=config.builtin,
+            on_epoch=lambda e, logs: progress.advance(f"accuracy {logs.get('accuracy', 0):.3f}"))
+    model_path, data_path = folder / BASELINE_MODEL, folder / BASELINE_DATA
+    baseline.save(str(model_path))
+    np.savez(data_path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    return model_path, data_path
 
 
 def default_out_dir(root: str = "runs") -> str:

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from . import _tf
+from . import structures
 from .config import PruneConfig
 from .data import Dataset
 from ..errors import PruningError
@@ -123,6 +124,7 @@ class PruneResult:
     layers: List[LayerSparsity]
     notes: List[str] = field(default_factory=list)
     coverage: List[LayerCoverage] = field(default_factory=list)
+    structure: str = structures.DEFAULT
 
     @property
     def sparsity(self) -> float:
@@ -144,6 +146,7 @@ class PruneResult:
                 for l in self.layers
             ],
             notes=list(self.notes),
+            structure=self.structure,
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -181,6 +184,17 @@ def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str],
         frequency=schedule.frequency,
     )
     prunable_weights: Dict[str, List[str]] = {}
+    structure = structures.get(config.structure)
+    policy = tfmot.sparsity.keras.PruneForLatencyOnXNNPack() if structure.xnnpack_policy else None
+    if policy is not None:
+        try:
+            policy.ensure_model_supports_pruning(model)
+        except ValueError as exc:  # tfmot says which layer or why, in one sentence
+            raise PruningError(
+                f"--structure xnnpack-sparse: tfmot's PruneForLatencyOnXNNPack refuses this model ({str(exc)[:300]}); "
+                f"XNNPACK's sparse path needs a subgraph that starts with ZeroPadding2D(1) + a 3x3 stride-2 valid "
+                f"Conv2D on 3 channels, holds only 1x1 Conv2D, DepthwiseConv2D, element-wise and activation layers, "
+                f"and ends in GlobalAveragePooling2D(keepdims=True) (e.g. --builtin mobilenet)") from exc
 
     found = coverage if coverage is not None else []
 
@@ -192,19 +206,28 @@ def _wrap(model: Any, schedule: Schedule, config: PruneConfig, notes: List[str],
         if not prune_registry.PruneRegistry.supports(layer):
             found.append(LayerCoverage(layer.name, kind, size, "dense", f"tfmot cannot prune a {kind}"))
             return layer
+        if policy is not None and not policy.allow_pruning(layer):
+            found.append(LayerCoverage(layer.name, kind, size, "dense", "the xnnpack-sparse structure prunes only "
+                                                                        "1x1 Conv2D kernels (XNNPACK's sparse path)"))
+            return layer
         kernels = _prunable_weights(layer)
+        if kernels and structure.m_by_n and any(len(k.shape) not in (2, 4) for k in kernels):
+            found.append(LayerCoverage(layer.name, kind, size, "dense", "tfmot's 2:4 pruning takes 2-D and 4-D "
+                                                                        "kernels only"))
+            return layer
         if not kernels:
             found.append(LayerCoverage(layer.name, kind, size, "dense",
                                        _DENSE_WHY.get(kind, f"tfmot prunes no weight of a {kind}")))
             return layer  # normalization layers, depthwise convolutions and the like
         recurrent = prune_registry.PruneRegistry._is_rnn_layer(layer)
-        block = config.block_size if all(len(w.shape) == 2 for w in kernels) and not recurrent else (1, 1)
+        block = config.block if all(len(w.shape) == 2 for w in kernels) and not recurrent else (1, 1)
         kept = [_short_name(w.name) for w in layer.weights if len(w.shape) > 1 and all(w is not k for k in kernels)]
         found.append(LayerCoverage(layer.name, kind, size, "pruned",
                                    f"its {', '.join(kept)} stays dense (tfmot prunes only its "
                                    f"{', '.join(_short_name(k.name) for k in kernels)})" if kept else ""))
         prunable_weights[layer.name] = [_short_name(w.name) for w in kernels]
-        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=polynomial, block_size=block)
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=polynomial, block_size=block,
+                                                        sparsity_m_by_n=structure.m_by_n)
 
     _, keras = _tf.load()
     wrapped = keras.models.clone_model(model, clone_function=wrap)
@@ -256,14 +279,15 @@ def prune(model: Any, data: Dataset, config: PruneConfig, seed: int, on_epoch: O
     notes: List[str] = []
     coverage: List[LayerCoverage] = []
     wrapped, prunable_weights = _wrap(clone_with_weights(model), schedule, config, notes, coverage)
+    notes.append(f"structure {config.structure}: {structures.get(config.structure).note}")
     notes.extend(coverage_notes(coverage))
     fine_tune(wrapped, data, config, seed, on_epoch, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     layers = measure_sparsity(stripped, prunable_weights)
-    result = PruneResult(stripped, schedule, layers, notes, coverage)
-    if result.sparsity < config.final_sparsity - SPARSITY_TOLERANCE:
+    result = PruneResult(stripped, schedule, layers, notes, coverage, config.structure)
+    if result.sparsity < config.target_sparsity - SPARSITY_TOLERANCE:
         raise PruningError(
-            f"pruning reached only {result.sparsity:.1%} sparsity against a target of {config.final_sparsity:.0%} "
+            f"pruning reached only {result.sparsity:.1%} sparsity against a target of {config.target_sparsity:.0%} "
             f"(schedule: end step {schedule.end_step}, frequency {schedule.frequency}, "
             f"{schedule.total_steps} steps); refusing to ship a model that is not pruned"
         )

@@ -22,7 +22,9 @@ BASELINE = "baseline-float32"
 
 #: The models a variant can be converted from: the trained (or user's) model; a clone of it fine-tuned exactly as
 #: the pruning fine-tune but without pruning (built only when a selected row needs it); its pruned, stripped clone.
-SOURCES = ("baseline", "finetuned", "pruned")
+#: ``pqat``: the pruned model after a quantization-aware fine-tune that keeps its zeros (tfmot's prune-preserving
+#: QAT scheme), built only when a selected row needs it.
+SOURCES = ("baseline", "finetuned", "pruned", "pqat")
 
 #: A variant name is also its file name (``<name>.tflite``) and, with ``_`` for ``-``, a key in predictions.npz.
 NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
@@ -55,6 +57,9 @@ class Variant:
     converter: ConverterSettings = field(default_factory=ConverterSettings)
     #: Built when ``--variants`` is not given; an opt-in row (False) is built only when asked for by name.
     default: bool = True
+    #: Stored sparse when the structure stores its float weights sparse (``structures``); False for the control
+    #: that keeps the same zeros stored dense.
+    sparse_storage: bool = True
 
     def __post_init__(self) -> None:
         if not re.match(NAME_PATTERN, self.name):
@@ -87,11 +92,17 @@ TABLE: Tuple[Variant, ...] = (
     Variant("finetuned-float32", "baseline fine-tuned like the pruning fine-tune (same epochs, steps, optimizer, "
                                  "data) but not pruned, float32", "finetuned", default=False),
     Variant("pruned-float32", "pruned + stripped, float32", "pruned"),
+    Variant("pruned-dense-float32", "pruned, float32, weights stored dense even when the structure stores them "
+                                    "sparse: the control that shows what sparse storage (XNNPACK's sparse path) "
+                                    "bought", "pruned", default=False, sparse_storage=False),
     Variant("pruned-dynamic", "pruned, dynamic-range quantization (int8 weights, float activations)", "pruned",
             _DYNAMIC),
     Variant("pruned-int8", "pruned, full integer quantization (int8 weights, activations, input and output)",
             "pruned", _FULL_INT8),
     Variant("pruned-float16", "pruned, float16 weights", "pruned", _FLOAT16),
+    Variant("pruned-pqat-int8", "pruned, then a quantization-aware fine-tune that keeps the zeros (tfmot's "
+                                "prune-preserving QAT), full integer quantization: compare with pruned-int8's "
+                                "post-training int8", "pqat", _FULL_INT8, default=False),
 )
 
 #: The table by name (insertion order is the table's order). Tests may add a row here for their duration.
@@ -109,10 +120,26 @@ def defaults() -> Tuple[str, ...]:
 
 
 def get(name: str) -> Variant:
+    """The row named ``name``; a pruned variant's built name (``pruned-2by4-int8``) finds its row
+    (``pruned-int8``): the structure's tag is part of the name, not of the table."""
+    from .structures import untagged
+
     try:
         return REGISTRY[name]
     except KeyError:
+        row, structure = untagged(name)
+        if structure is not None and row in REGISTRY:
+            return REGISTRY[row]
         raise ConfigError(f"unknown variant {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def known(name: str) -> bool:
+    """A name a manifest may hold: a row's, or a pruned row's under a structure's tag."""
+    try:
+        get(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def help_text() -> str:

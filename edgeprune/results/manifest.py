@@ -45,7 +45,7 @@ def validate(manifest: Dict[str, Any]) -> None:
         raise ManifestError(f"manifest is invalid at {where}: {error.message}")
     # The schema says what a variant name looks like; which names exist is the variants table's business.
     for index, entry in enumerate(manifest["variants"]):
-        if entry["name"] not in variant_table.REGISTRY:
+        if not variant_table.known(entry["name"]):
             raise ManifestError(f"manifest is invalid at variants/{index}/name: {entry['name']!r} is not one of "
                                 f"{', '.join(variant_table.REGISTRY)}")
 
@@ -172,6 +172,8 @@ class Pruning(_Record):
     total_weights: Optional[int] = None
     all_weights_sparsity: Optional[float] = None
     coverage: Optional[List[LayerCoverage]] = None
+    #: The --structure it was pruned with (issue 16); absent in manifests written before: "block".
+    structure: Optional[str] = None
     _PARTS: ClassVar[Dict[str, Any]] = {"schedule": Schedule, "layers": [LayerSparsity], "coverage": [LayerCoverage]}
 
 
@@ -207,6 +209,10 @@ class VariantEntry(_Record):
     #: Share of the test set on which it predicts what its Keras model predicts, and why that is too low.
     keras_agreement: Optional[float] = None
     mismatch: Optional[str] = None
+    #: A pruned variant's --structure (issue 16); absent for unpruned ones and in older manifests.
+    structure: Optional[str] = None
+    #: What `edgeprune explain` found in the file (edgeprune.explain's Explanation.to_dict(), issue 16).
+    explain: Optional[Dict[str, Any]] = None
     _PARTS: ClassVar[Dict[str, Any]] = {"input": Tensor, "output": Tensor}
 
     @property

@@ -138,6 +138,7 @@ FLAGS = {
     ("--initial-sparsity",): 0.5, ("--final-sparsity",): 0.8, ("--frequency",): None, ("--end-fraction",): 0.6,
     ("--block-size",): "4x1", ("--seed",): 0,
     ("--custom-objects",): None, ("--unsafe-deserialization",): False, ("--max-accuracy-drop",): 5.0,
+    ("--builtin",): "cnn", ("--structure",): "block",
 }
 
 
