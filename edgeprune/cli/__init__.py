@@ -1,5 +1,6 @@
 """The ``edgeprune`` command line: parsing, one call per command, errors as one line. Drawing is in ``display``."""
 from .commands import main
+from . import sweep_cmd  # noqa: F401 (registers the command)
 from . import explain_cmd  # noqa: F401 (registers the command)
 
 __all__ = ["main"]

@@ -109,6 +109,38 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE results ADD COLUMN op_profile_json TEXT;
     ALTER TABLE plans ADD COLUMN sustained_json TEXT
     """,
+    # 4 (issue 16): sweeps (one per sweep folder), each grid point's optimize outcome as it finishes, and which
+    # bench run measured it on which device (a point is done when every chosen device has measured it).
+    """
+    CREATE TABLE sweeps (
+        id INTEGER PRIMARY KEY,
+        folder TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL,
+        grid_json TEXT NOT NULL,
+        options_json TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE sweep_points (
+        id INTEGER PRIMARY KEY,
+        sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+        key TEXT NOT NULL,
+        run_key TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('optimized', 'failed')),
+        run_folder TEXT,
+        variant TEXT,
+        reason TEXT,
+        optimized TEXT NOT NULL,
+        UNIQUE (sweep_id, key)
+    );
+    CREATE TABLE sweep_benches (
+        id INTEGER PRIMARY KEY,
+        sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+        key TEXT NOT NULL,
+        device TEXT NOT NULL,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        created TEXT NOT NULL,
+        UNIQUE (sweep_id, key, device)
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

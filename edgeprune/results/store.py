@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from ..errors import StoreError
 
 from .schema import (MIGRATIONS, NUMBER_COLUMNS, PLAN_COLUMNS, RESULT_COLUMNS, RETRYABLE, SCHEMA_VERSION, TABLES,
-                     TEXT_CAPS, storable, storable_plan)
+                     TEXT_CAPS, cap, storable, storable_plan)
 
 #: The schema's names, re-exported: callers of the store need not know where the schema lives.
 __all__ = ["NUMBER_COLUMNS", "RESULT_COLUMNS", "RETRYABLE", "SCHEMA_VERSION", "TABLES", "TEXT_CAPS", "Store"]
@@ -271,6 +271,49 @@ class Store:
             (run_id, device, *[row[c] for c in PLAN_COLUMNS], _now())).lastrowid),
             patience=self.write_patience, doing="storing a plan",
             consequence=f"; the plan of {device} is not stored")
+
+    # -- sweeps (schema 4) --------------------------------------------------------------------------------------
+    def open_sweep(self, folder: str, grid: Dict[str, Any], options: Dict[str, Any]) -> int:
+        """The sweep of ``folder`` (an absolute path: one sweep per folder), created on first use; its grid and
+        options are updated to the latest invocation's."""
+        def upsert() -> int:
+            self.conn.execute(
+                "INSERT INTO sweeps (folder, created, grid_json, options_json) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (folder) DO UPDATE SET grid_json = excluded.grid_json, "
+                "options_json = excluded.options_json", (folder, _now(), json.dumps(grid), json.dumps(options)))
+            return int(self.conn.execute("SELECT id FROM sweeps WHERE folder = ?", (folder,)).fetchone()[0])
+
+        return self._write(upsert, patience=self.write_patience, doing="storing the sweep")
+
+    def record_point(self, sweep_id: int, key: str, run_key: str, status: str, run_folder: Optional[str],
+                     variant: Optional[str], reason: Optional[str]) -> None:
+        """A point's optimize outcome ('optimized' or 'failed' with its one-line reason), stored as it finishes."""
+        self._write(lambda: self.conn.execute(
+            "INSERT INTO sweep_points (sweep_id, key, run_key, status, run_folder, variant, reason, optimized) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sweep_id, key) DO UPDATE SET run_key = excluded.run_key, "
+            "status = excluded.status, run_folder = excluded.run_folder, variant = excluded.variant, "
+            "reason = excluded.reason, optimized = excluded.optimized",
+            (sweep_id, key, run_key, status, run_folder, variant, reason and cap(reason, 4000), _now())),
+            patience=self.write_patience, doing="storing a sweep point")
+
+    def record_point_bench(self, sweep_id: int, key: str, device: str, run_id: int) -> None:
+        """The bench run that measured a point on a device (the latest one wins)."""
+        self._write(lambda: self.conn.execute(
+            "INSERT INTO sweep_benches (sweep_id, key, device, run_id, created) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (sweep_id, key, device) DO UPDATE SET run_id = excluded.run_id, created = excluded.created",
+            (sweep_id, key, device, run_id, _now())), patience=self.write_patience, doing="storing a sweep bench")
+
+    def sweep_points(self, sweep_id: int) -> List[sqlite3.Row]:
+        return self._read("SELECT * FROM sweep_points WHERE sweep_id = ? ORDER BY id", (sweep_id,))
+
+    def sweep_benches(self, sweep_id: int) -> List[sqlite3.Row]:
+        """Each point's bench per device, with whether that pair needs no new attempt (``done``: measured, or a
+        final error the agent reported; see ``done_pairs``)."""
+        return self._read(
+            f"SELECT b.*, EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.run_id AND r.device = b.device "
+            f"AND r.variant = p.variant AND r.status NOT IN ({','.join('?' * len(RETRYABLE))})) AS done "
+            f"FROM sweep_benches b JOIN sweep_points p ON p.sweep_id = b.sweep_id AND p.key = b.key "
+            f"WHERE b.sweep_id = ? ORDER BY b.id", (*RETRYABLE, sweep_id))
 
     # -- reads ------------------------------------------------------------------------------------------------
     def _read(self, sql: str, parameters: Sequence[Any] = ()) -> List[sqlite3.Row]:
