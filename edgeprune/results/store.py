@@ -308,10 +308,12 @@ class Store:
 
     def sweep_benches(self, sweep_id: int) -> List[sqlite3.Row]:
         """Each point's bench per device, with whether that pair needs no new attempt (``done``: measured, or a
-        final error the agent reported; see ``done_pairs``)."""
+        final error the agent reported, see ``done_pairs``; by a bench of the point as last optimized, not of an
+        earlier attempt's files)."""
         return self._read(
-            f"SELECT b.*, EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.run_id AND r.device = b.device "
-            f"AND r.variant = p.variant AND r.status NOT IN ({','.join('?' * len(RETRYABLE))})) AS done "
+            f"SELECT b.*, b.created >= p.optimized AND EXISTS (SELECT 1 FROM results r WHERE r.run_id = b.run_id "
+            f"AND r.device = b.device AND r.variant = p.variant "
+            f"AND r.status NOT IN ({','.join('?' * len(RETRYABLE))})) AS done "
             f"FROM sweep_benches b JOIN sweep_points p ON p.sweep_id = b.sweep_id AND p.key = b.key "
             f"WHERE b.sweep_id = ? ORDER BY b.id", (*RETRYABLE, sweep_id))
 

@@ -41,6 +41,7 @@ def test_resume_needs_a_sweep_and_takes_its_settings_from_it(tmp_path):
     assert proc.returncode == 2 and "sweep_version 99 is not one this edgeprune reads (1)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_another_grid_in_a_sweep_folder_is_refused(local_sweep, tmp_path):
     folder, db, _ = local_sweep
     proc = cli(tmp_path, "sweep", *SWEEP[:1], "0.6", *SWEEP[2:], "--out", str(folder), "--db", str(db))

@@ -6,7 +6,11 @@ import csv
 import json
 import math
 
+import pytest
+
 from sweep_support import POINTS, RUNS, rows, run_sweep
+
+pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -83,6 +83,9 @@ def test_points_and_benches_are_upserts_and_done_means_measured(tmp_path):
         assert not store.sweep_benches(sweep)[0]["done"]  # a failed pair is retried
         store.record(run, "pi", "pruned-int8", {"status": "ok", "p50_us": 10.0})
         assert store.sweep_benches(sweep)[0]["done"]
+        # optimized again later (--retry-failed): that bench measured the earlier files, so it no longer counts
+        store.conn.execute("UPDATE sweep_benches SET created = '2000-01-01T00:00:00+00:00'")
+        assert not store.sweep_benches(sweep)[0]["done"]
 
 
 def _row(point, accuracy, gzip, speedup, noise=0.02):

@@ -11,7 +11,11 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from sweep_support import POINTS, RUNS, rows, run_sweep
+
+pytestmark = pytest.mark.slow
 
 
 def _table(folder):

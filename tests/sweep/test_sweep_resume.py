@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import List
 
+import pytest
+
 from sweep_support import POINTS, RUNS, SWEEP, cli, rows, sweep_env
+
+pytestmark = pytest.mark.slow
 
 FIRST, SECOND = RUNS
 PATIENCE = 600
