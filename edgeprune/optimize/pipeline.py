@@ -283,6 +283,7 @@ def optimize(config: OptimizeConfig, progress: Optional[Progress] = None) -> Opt
     for entry in entries:
         if variant_table.get(entry.name).source in ("pruned", "pqat"):
             entry.structure = config.prune.structure
+            entry.sparsity_control = variant_table.sparsity_control(entry.name, names)
     timings["measure"] = round(time.perf_counter() - t0, 3)
     for note in _over_budget(entries, config.max_accuracy_drop) + _against_keras(entries, predictions,
                                                                                   keras_labels, data.y_test):
@@ -336,6 +337,7 @@ def _measure_into(names: List[str], contents: Dict[str, bytes], errors: Dict[str
             progress.note(f"{name}: {exc}")
         else:
             done[name] = _ok_entry(name, measured)
+            done[name].explain = _explain(content, name, progress)
             predictions[name] = measured.predictions
         progress.advance(name)
     np.savez(folder / PREDICTIONS_FILE, **{manifest_io.predictions_key(k): v for k, v in predictions.items()})
@@ -367,6 +369,22 @@ def prepare_baseline(config: OptimizeConfig, folder: Path, progress: Optional[Pr
     baseline.save(str(model_path))
     np.savez(data_path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
     return model_path, data_path
+
+
+def _explain(content: bytes, name: str, progress: Progress) -> Optional[Dict[str, Any]]:
+    """The why-not-faster check of one variant (edgeprune.explain), for the manifest; a pruned variant's verdict on
+    XNNPACK's sparse path is also a note under --structure xnnpack-sparse, whose zeros are there to buy latency."""
+    from ..explain import explain_bytes
+
+    try:
+        explained = explain_bytes(content, f"{name}.tflite")
+    except EdgepruneError as exc:  # the file measured fine; the check could not read something in it
+        progress.note(f"{name}: the why-not-faster check could not read it: {exc}")
+        return None
+    if structures.untagged(name)[1] == "xnnpack-sparse":  # pruned for that path: say whether it can take it
+        progress.note(f"{name}: XNNPACK's sparse path: " + ("can apply" if explained.sparse_eligible
+                                                          else f"no, {explained.sparse_reason}"))
+    return explained.to_dict()
 
 
 def default_out_dir(root: str = "runs") -> str:

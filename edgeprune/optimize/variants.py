@@ -142,6 +142,28 @@ def known(name: str) -> bool:
     return True
 
 
+#: A pruned row -> the unpruned row with the same converter settings (what its zeros are judged against).
+_UNPRUNED = {"pruned-float32": "baseline-float32", "pruned-dense-float32": "baseline-float32",
+             "pruned-dynamic": "baseline-dynamic", "pruned-int8": "baseline-int8", "pruned-pqat-int8": "baseline-int8"}
+
+
+def sparsity_control(name: str, built: "Tuple[str, ...] | list") -> Optional[str]:
+    """The variant among ``built`` that ``name``'s sparsity is judged against on a device (the report's "sparsity
+    bought" line): for a sparse-stored float32 row its dense-stored control when built (the same zeros: the ratio
+    is the storage, XNNPACK's sparse path, alone), else the unpruned row with the same converter settings."""
+    from .structures import tagged, untagged
+
+    row, structure = untagged(name)
+    if not name.startswith("pruned-") or row not in REGISTRY:
+        return None
+    if row == "pruned-float32":
+        dense = tagged("pruned-dense-float32", structure or "block")
+        if dense in built:
+            return dense
+    control = _UNPRUNED.get(row)
+    return control if control in built else None
+
+
 def help_text() -> str:
     """The table as the ``--variants`` help lists it; opt-in rows say so, since the default does not show them."""
     return "; ".join(f"{row.name}: {row.description}" + ("" if row.default else " (opt-in)")

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import stats
 from .columns import ANSWERED, COLUMNS, DEVICE, HOST, MEASURED, NAMES, VS_BASELINE, Device, Pair, Relative
+from . import sparsity
 from .noise import BASELINE, TWIN, DeviceFacts, all_facts, rounds_of
 from .verdict import device_verdict, speedup_verdict
 from ..devices.cells import is_aa, split_cell
@@ -108,7 +109,11 @@ def load(db: "str | Path", run_id: Optional[int] = None) -> RunReport:
             frame[column.name] = frame[column.name].astype(column.dtype)
     facts = all_facts(devices, results, plans, reference)
     _relative_to_baseline(frame, results, facts, reference)
-    _per_device(frame, facts, verdicts=not imported)
+    stored = sparsity.entries(variants)
+    _per_device(frame, facts, verdicts=not imported, extra={
+        device: sparsity.device_lines(device, [c for (d, c) in results if d == device], results, facts[device].band,
+                                      facts[device].why, reference, imported, stored)
+        for device in facts})
     _ship(frame, facts)
     run_info = {key: run[key] for key in ("id", "created", "run_folder", "model_source", "dataset")}
     run_info["db"] = str(db)
@@ -158,12 +163,14 @@ def _relative_to_baseline(frame: Any, results: Dict[Key, Dict[str, Any]], facts:
             frame.at[index, column.name] = column.read(context)
 
 
-def _per_device(frame: Any, facts: Dict[str, DeviceFacts], verdicts: bool = True) -> None:
-    """Each device's verdict (from its finished rows; not for imported files), and the DEVICE columns on every row
-    of it."""
+def _per_device(frame: Any, facts: Dict[str, DeviceFacts], verdicts: bool = True,
+                extra: Optional[Dict[str, List[str]]] = None) -> None:
+    """Each device's verdict (from its finished rows; not for imported files) followed by its ``extra`` lines (what
+    sparsity bought), and the DEVICE columns on every row of it."""
     columns = [c for c in COLUMNS if c.when == DEVICE and c.read]
     for device, rows in frame.groupby("device", sort=False):
-        facts[device].verdicts = device_verdict(rows.to_dict("records")) if verdicts else []
+        facts[device].verdicts = (device_verdict(rows.to_dict("records")) if verdicts else []) + \
+            list((extra or {}).get(device, []))
         figures = Device(facts[device].band, " | ".join(facts[device].verdicts))
         for column in columns:
             frame.loc[rows.index, column.name] = column.read(figures)

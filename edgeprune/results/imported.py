@@ -39,12 +39,18 @@ class ImportedFile:
     size_bytes: int
     gzip_bytes: int
     info: Dict[str, Any]  # device_agent.flatbuffer.describe(): schema_version, subgraphs, ops, inputs, outputs
+    #: What the why-not-faster check found (edgeprune.explain's Explanation.to_dict()); None when it could not read
+    #: the file (the bench goes on: the agent's reader accepted it).
+    explain: Optional[Dict[str, Any]] = None
 
     def to_variant(self) -> Dict[str, Any]:
-        return {"name": self.name, "status": "ok", "file": str(self.path), "sha256": self.sha256,
-                "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes, "ops": self.info.get("ops", []),
-                "inputs": self.info.get("inputs", []), "outputs": self.info.get("outputs", []),
-                "description": f"imported from {self.path}"}
+        variant = {"name": self.name, "status": "ok", "file": str(self.path), "sha256": self.sha256,
+                   "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes, "ops": self.info.get("ops", []),
+                   "inputs": self.info.get("inputs", []), "outputs": self.info.get("outputs", []),
+                   "description": f"imported from {self.path}"}
+        if self.explain is not None:
+            variant["explain"] = self.explain
+        return variant
 
 
 @dataclass
@@ -93,7 +99,8 @@ def from_manifest(manifest: Dict[str, Any]) -> Imported:
     try:
         files = [ImportedFile(v["name"], Path(v["file"]), v["sha256"], int(v["size_bytes"]), int(v["gzip_bytes"]),
                               {"ops": v.get("ops", []), "inputs": v.get("inputs", []),
-                               "outputs": v.get("outputs", [])}) for v in manifest["variants"]]
+                               "outputs": v.get("outputs", [])}, v.get("explain"))
+                 for v in manifest["variants"]]
         dataset = manifest.get("dataset") or {}
         eval_file = Path(dataset["eval_file"]) if dataset.get("eval_file") else None
         return Imported(files, eval_file, dataset.get("eval_sha256"), dict(manifest.get("input_shapes") or {}),
@@ -139,13 +146,16 @@ def _name(stem: str, taken: Dict[str, Any]) -> str:
     return name
 
 
-def _describe(path: Path) -> Tuple[Dict[str, Any], int, int, str]:
-    """The file's flatbuffer description, size, gzip size and sha256; a file that is not a sound .tflite is one
-    ConfigError naming it (the agent's reader: bounds-checked, never an interpreter)."""
+def _describe(path: Path) -> Tuple[Dict[str, Any], int, int, str, Optional[Dict[str, Any]]]:
+    """The file's flatbuffer description, size, gzip size, sha256 and why-not-faster check; a file that is not a
+    sound .tflite is one ConfigError naming it (the agent's reader: bounds-checked, never an interpreter)."""
     import hashlib
 
     from device_agent import flatbuffer
     from device_agent.protocol import AgentError
+
+    from ..errors import EdgepruneError
+    from ..explain import explain_bytes
 
     try:
         data = path.read_bytes()
@@ -159,7 +169,11 @@ def _describe(path: Path) -> Tuple[Dict[str, Any], int, int, str]:
     if strings:
         raise ConfigError(f"{path}: input {strings[0]['name']!r} is a string tensor; edgeprune generates and "
                           f"times numeric inputs only")
-    return info, len(data), len(gzip.compress(data, 6)), hashlib.sha256(data).hexdigest()
+    try:
+        explained: Optional[Dict[str, Any]] = explain_bytes(data, str(path)).to_dict()
+    except EdgepruneError:  # the check reads deeper than the agent's reader; the bench does not need it
+        explained = None
+    return info, len(data), len(gzip.compress(data, 6)), hashlib.sha256(data).hexdigest(), explained
 
 
 def parse_shapes(values: Sequence[str]) -> Dict[str, List[int]]:
@@ -187,14 +201,14 @@ def import_files(arguments: Sequence[str], eval_file: Optional[str] = None,
     by_hash: Dict[str, str] = {}
     notes: List[str] = []
     for path in expand(arguments):
-        info, size, packed, digest = _describe(path)
+        info, size, packed, digest, explained = _describe(path)
         if digest in by_hash:
             notes.append(f"{path} is the same file as {by_hash[digest]} (sha256 {digest[:12]}): measured once")
             continue
         name = _name(path.stem, files)
         if name != _UNSAFE.sub("-", path.stem).strip("-.")[:56]:
             notes.append(f"{path} is measured as {name} (its name was taken or unsafe)")
-        files[name] = ImportedFile(name, path.resolve(), digest, size, packed, info)
+        files[name] = ImportedFile(name, path.resolve(), digest, size, packed, info, explained)
         by_hash[digest] = str(path)
     shapes = dict(input_shapes or {})
     names = {t["name"] for f in files.values() for t in f.info.get("inputs", [])}

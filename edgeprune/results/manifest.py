@@ -213,6 +213,8 @@ class VariantEntry(_Record):
     structure: Optional[str] = None
     #: What `edgeprune explain` found in the file (edgeprune.explain's Explanation.to_dict(), issue 16).
     explain: Optional[Dict[str, Any]] = None
+    #: The variant of this run its sparsity is judged against on a device (optimize.variants.sparsity_control).
+    sparsity_control: Optional[str] = None
     _PARTS: ClassVar[Dict[str, Any]] = {"input": Tensor, "output": Tensor}
 
     @property

@@ -96,3 +96,57 @@ def _pointwise_int8_zeros(path) -> float:
             total += values.size
     assert total > 0, "no int8 1x1 filters found"
     return zeros / total
+
+
+def test_the_check_and_the_control_are_in_the_manifest(mobilenet_run):
+    _, entries, _, _ = mobilenet_run
+    sparse = entries["pruned-xnnpack-sparse-float32"]
+    assert sparse["explain"]["check_version"] == 1
+    assert sparse["explain"]["stored_sparse"] is True and sparse["explain"]["one_by_one_zero_fraction"] > 0.75
+    assert sparse["explain"]["sparse_eligible"] is True, sparse["explain"]["sparse_reason"]
+    dense = entries["pruned-xnnpack-sparse-dense-float32"]["explain"]
+    assert dense["sparse_reason"] == "weights stored dense: convert with EXPERIMENTAL_SPARSITY"
+    assert "float-only" in entries["pruned-xnnpack-sparse-int8"]["explain"]["sparse_reason"]
+    assert sparse["sparsity_control"] == "pruned-xnnpack-sparse-dense-float32"
+    assert entries["pruned-xnnpack-sparse-int8"].get("sparsity_control") is None  # baseline-int8 was not built
+    assert "sparsity_control" not in entries["baseline-float32"]
+
+
+def test_bench_on_this_host_says_what_sparsity_bought_and_why(mobilenet_run, tmp_path):
+    """The shipped `local` profile, as a user benches: on this x86-64 host the sparse-stored file gains nothing
+    over the same zeros stored dense, and the report says why (AVX CPUs never take XNNPACK's sparse path)."""
+    out = mobilenet_run[0]
+    db = tmp_path / "results.db"
+    bench = subprocess.run([sys.executable, "-m", "edgeprune", "bench", str(out), "--device", "local", "--db", str(db)],
+                           capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    report = subprocess.run([sys.executable, "-m", "edgeprune", "report", "--db", str(db)], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, COLUMNS="400"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = " ".join(report.stdout.split())
+    line = text[text.index("Sparsity (pruned-xnnpack-sparse-float32 vs pruned-xnnpack-sparse-dense-float32)"):][:400]
+    if " avx" in open("/proc/cpuinfo").read():
+        assert "no measurable gain (noise ±" in line and "XNNPACK never takes it on CPUs with AVX" in line, line
+    assert "Sparsity (pruned-xnnpack-sparse-dense-float32 vs baseline-float32)" in text
+
+
+def test_imported_files_are_checked_and_judged_against_the_reference(mobilenet_run, tmp_path):
+    """`bench FILE.tflite ...`: the check runs on each imported file and is stored with the run; a file with zeros
+    is judged against the reference (the first file)."""
+    import sqlite3
+
+    out = mobilenet_run[0]
+    db = tmp_path / "files.db"
+    files = [str(out / "pruned-xnnpack-sparse-dense-float32.tflite"), str(out / "pruned-xnnpack-sparse-float32.tflite")]
+    bench = subprocess.run([sys.executable, "-m", "edgeprune", "bench", *files, "--device", "local", "--db", str(db)],
+                           capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    with sqlite3.connect(str(db)) as conn:
+        manifest = json.loads(conn.execute("SELECT manifest_json FROM runs").fetchone()[0])
+    checks = {v["name"]: v["explain"] for v in manifest["variants"]}
+    assert checks["pruned-xnnpack-sparse-float32"]["sparse_eligible"] is True
+    assert checks["pruned-xnnpack-sparse-dense-float32"]["stored_sparse"] is False
+    report = subprocess.run([sys.executable, "-m", "edgeprune", "report", "--db", str(db)], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, COLUMNS="400"))
+    text = " ".join(report.stdout.split())
+    assert "Sparsity (pruned-xnnpack-sparse-float32 vs pruned-xnnpack-sparse-dense-float32)" in text, text[-1500:]
