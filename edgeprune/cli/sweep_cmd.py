@@ -148,12 +148,14 @@ def sweep(final_sparsity: Optional[str], structure: Optional[str], block_size: O
         chosen = dict(state.devices)
     db = db or (state.db if resume and state.db else DEFAULT_DB)
     profiles = _devices(chosen.get("device"), chosen.get("fleet"), chosen.get("tags"))
+    if ray_address:  # a cluster that does not answer is said before anything is written
+        from ..sweep.ray_runner import RayRunner, reachable
+
+        reachable(ray_address)
     Store.open(db).close()  # a store that cannot be used is said before anything is trained
     state.devices, state.db, state.max_accuracy_drop = chosen, db, max_accuracy_drop
     state.save()
     if ray_address:
-        from ..sweep.ray_runner import RayRunner
-
         runner: Any = RayRunner(ray_address, ray_cpus)
     else:
         from ..sweep.local import LocalRunner

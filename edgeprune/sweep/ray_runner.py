@@ -88,6 +88,25 @@ def _reason(exc: BaseException) -> str:
     return clean(f"the Ray task failed: {type(exc).__name__}: {lines[0] if lines else ''}", 2000)
 
 
+#: Seconds to wait for the cluster's address to answer before saying it does not (Ray itself retries for minutes).
+CONNECT_TIMEOUT = 10.0
+
+
+def reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """ConfigError when a ``host:port`` address does not accept a connection; other forms (``auto``,
+    ``ray://...``) are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc} (is `ray start "
+                          f"--head` running there?)") from exc
+
+
 class RayRunner:
     """Submits to the cluster at ``address``; this machine only writes the results (unless it is a node)."""
 
@@ -98,6 +117,7 @@ class RayRunner:
             import ray
         except ImportError:
             raise ConfigError("--ray needs Ray on this machine: pip install 'edgeprune[ray]'") from None
+        reachable(address)
         self.ray, self.address, self.cpus = ray, address, cpus
         self.where = f"the Ray cluster at {address}"
         threads = str(max(1, int(cpus)))

@@ -9,6 +9,18 @@ import pytest
 from sweep_support import SWEEP, cli
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+CLOSED_PORT = _closed_port()
+
+
 @pytest.mark.parametrize("args, said", [
     (["--final-sparsity", "1.5"], "--final-sparsity values must be in (0, 1), got 1.5"),
     (["--final-sparsity", "0.5,x"], "--final-sparsity takes numbers such as 0.5,0.8, got 'x'"),
@@ -19,6 +31,7 @@ from sweep_support import SWEEP, cli
     (["--max-accuracy-drop", "-1"], "--max-accuracy-drop is in accuracy points, 0 to 100, got -1.0"),
     (["--device", "no-such-device"], "no-such-device"),
     (["--device", "local", "--fleet", "f.toml"], "give --device or --fleet, not both"),
+    (["--ray", f"127.0.0.1:{CLOSED_PORT}"], f"cannot connect to the Ray cluster at 127.0.0.1:{CLOSED_PORT}: "),
 ])
 def test_a_bad_value_is_one_line_and_nothing_is_trained(tmp_path, args, said):
     started = time.monotonic()
