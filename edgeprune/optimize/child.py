@@ -57,7 +57,27 @@ class Crash:
         return any(ONEDNN_SIGNS.search(line) for line in self.tail)
 
 
-class _QueueProgress:
+def die_with_parent() -> None:
+    """In a child: be killed when the process that started it dies, however it dies (Linux's PR_SET_PDEATHSIG).
+
+    A SIGKILLed ``optimize`` or ``sweep`` cannot stop its children, and a spawned child would otherwise go on
+    training for minutes with no one to read its result. Elsewhere, or if prctl is unavailable, nothing changes."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class QueueProgress:
     """The child's side of the pipeline's Progress: every call becomes an event for the parent."""
 
     def __init__(self, queue: Any) -> None:
@@ -78,9 +98,10 @@ def _child(config: Any, log: Optional[str], queue: Any) -> None:
     from ._tf import native_stderr_to
     from .pipeline import optimize
 
+    die_with_parent()
     with native_stderr_to(Path(log) if log else None):
         try:
-            result = optimize(config, _QueueProgress(queue))
+            result = optimize(config, QueueProgress(queue))
             queue.put(("done", str(result.folder), list(result.notes)))
         except EdgepruneError as exc:
             queue.put(("error", type(exc).__name__, str(exc)))

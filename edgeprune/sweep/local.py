@@ -150,12 +150,13 @@ def _with_out(config: OptimizeConfig, out: Path) -> OptimizeConfig:
 def _prepare_child(config: OptimizeConfig, folder: str, log: Optional[Path], events: Any) -> None:
     """Runs in the child: prepare_baseline, its native stderr in ``log``, its end on ``events``."""
     from ..optimize._tf import native_stderr_to
-    from ..optimize.child import _QueueProgress  # the optimize child's progress events, reused as they are
+    from ..optimize.child import QueueProgress, die_with_parent  # the optimize child's progress events, as they are
     from ..optimize.pipeline import prepare_baseline
 
+    die_with_parent()
     with native_stderr_to(log):
         try:
-            prepare_baseline(config, Path(folder), _QueueProgress(events))
+            prepare_baseline(config, Path(folder), QueueProgress(events))
             events.put(("done",))
         except BaseException as exc:  # the parent says it in one line; the log has the native rest
             events.put(("error", one_line(exc)))
