@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from ..optimize.config import OptimizeConfig, cli_options, config_from_options
 from .display import FleetDisplay, RichProgress, stderr_console, stdout_console, variants_table
+from .report_cmd import GATE_OPTIONS, compare_path
 from ..errors import ConfigError, EdgepruneError
 
 DEFAULT_DB = "runs/edgeprune.db"
@@ -298,17 +299,14 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store.")
 @click.option("--out", help="Folder for the files (default: the run folder's report/).")
 @REPORT_FORMAT
-@click.option("--compare", nargs=2, type=int, metavar="RUN_A RUN_B",
-              help="Show the change per device x variant from RUN_A to RUN_B instead.")
-def report(run_id: Optional[int], db: str, out: Optional[str], formats: str,
-           compare: Optional[tuple]) -> None:
+@click.option("--compare", nargs=2, type=int, metavar="BASE NEW",
+              help="Show the change per device x variant from BASE to NEW instead (a CI gate: docs/ci-gate.md).")
+@GATE_OPTIONS
+def report(run_id: Optional[int], db: str, out: Optional[str], formats: str, compare: Optional[tuple],
+           **gate: Any) -> None:
     """Print a run's comparison table (default: the latest run) and write CSV, Markdown, HTML and PNG plots."""
-    if compare:
-        from ..report.diff import print_comparison
-
-        print_comparison(db, compare[0], compare[1], stdout_console())
-        return
-    _print_report(db, run_id, out, formats)
+    if not compare_path(db, compare, **gate):
+        _print_report(db, run_id, out, formats)
 
 
 @main.command()
