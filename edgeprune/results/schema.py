@@ -1,12 +1,16 @@
 """The store's schema (forward-only migrations, in order) and the values a result row may hold.
 
-One place for the tables and columns: the store module uses it, a new backend would too. Values from a device are
-made safe to bind here: text capped, integers outside SQLite's 64-bit range and non-finite floats stored as NULL.
+One place for the tables and columns, written in SQLite's words; each store backend translates the DDL to its own
+(``store_pg``). Values from a device are made safe to bind here, the same for every backend: text capped and
+without NUL or unpaired surrogates (PostgreSQL's text holds neither; SQLite's driver cannot encode the latter), and
+numbers a column cannot hold as they are (outside 64 bits, not finite, a fraction in an INTEGER column) stored as
+NULL.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any, Dict, Sequence
 
 #: Forward-only migrations; index i upgrades user_version i to i + 1.
@@ -190,36 +194,67 @@ def cap(text: str, limit: int) -> str:
     return text[: limit - len(suffix)] + suffix
 
 
-def number(value: Any) -> "int | float | None":
-    """``value`` as SQLite can store it, or None when it cannot (see NUMBER_COLUMNS)."""
+def column_types(table: str) -> Dict[str, str]:
+    """Each column of ``table`` and its declared type, as the migrations leave it (CREATE, then ADD COLUMN)."""
+    types: Dict[str, str] = {}
+    for migration in MIGRATIONS:
+        for statement in migration.split(";"):
+            created = re.match(rf"\s*CREATE TABLE {table} \((.*)\)\s*$", statement, re.S)
+            for line in created[1].splitlines() if created else ():
+                column = re.match(r"\s*([a-z_0-9]+) (INTEGER|REAL|TEXT)\b", line)
+                if column:
+                    types[column[1]] = column[2]
+            added = re.match(rf"\s*ALTER TABLE {table} ADD COLUMN ([a-z_0-9]+) (\w+)", statement)
+            if added:
+                types[added[1]] = added[2]
+    return types
+
+
+def number(value: Any, integer: bool = False) -> "int | float | None":
+    """``value`` as every backend can store it, or None when it cannot (see NUMBER_COLUMNS). For an ``integer``
+    column a whole float becomes an int and a fraction None: SQLite would keep 2.5 in an INTEGER column, a
+    PostgreSQL BIGINT would round it, and neither is what the device said."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Integral):
-        integer = int(value)
-        return integer if INT64_MIN <= integer <= INT64_MAX else None
+        whole = int(value)
+        return whole if INT64_MIN <= whole <= INT64_MAX else None
     if isinstance(value, numbers.Real):
         real = float(value)
-        return real if math.isfinite(real) else None
+        if not math.isfinite(real):
+            return None
+        if integer:
+            return number(int(real)) if real.is_integer() else None
+        return real
     return None
 
 
+#: NUL and surrogate code points (a str may hold them, UTF-8 may not).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` without NUL and unpaired surrogates (each becomes U+FFFD): storable by every backend."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def _storable(values: Dict[str, Any], columns: Sequence[str], numbers: Sequence[str],
-              caps: Dict[str, int]) -> Dict[str, Any]:
+              caps: Dict[str, int], integers: Sequence[str]) -> Dict[str, Any]:
     row: Dict[str, Any] = {}
     for column in columns:
         value = values.get(column)
         if value is None or column == "status" and column not in caps:
             row[column] = value
         elif column in numbers:
-            row[column] = number(value)
+            row[column] = number(value, column in integers)
         else:
-            row[column] = cap(value if isinstance(value, str) else str(value), caps[column])
+            row[column] = cap(safe_text(value if isinstance(value, str) else str(value)), caps[column])
     return row
 
 
 def storable(values: Dict[str, Any]) -> Dict[str, Any]:
     """One result's columns, made safe to bind: capped text, numbers SQLite can hold (see the caps above)."""
-    return _storable(values, RESULT_COLUMNS, NUMBER_COLUMNS, TEXT_CAPS)
+    return _storable(values, RESULT_COLUMNS, NUMBER_COLUMNS, TEXT_CAPS, RESULT_INTEGERS)
 
 
 #: The plans table's caps and numbers, as for results.
@@ -230,4 +265,9 @@ PLAN_NUMBER_COLUMNS = ("rounds_done", "rounds_total", "rounds_s", "target_ci", "
 
 def storable_plan(values: Dict[str, Any]) -> Dict[str, Any]:
     """One plan's columns, made safe to bind like a result's."""
-    return _storable(values, PLAN_COLUMNS, PLAN_NUMBER_COLUMNS, PLAN_TEXT_CAPS)
+    return _storable(values, PLAN_COLUMNS, PLAN_NUMBER_COLUMNS, PLAN_TEXT_CAPS, PLAN_INTEGERS)
+
+
+#: The number columns declared INTEGER (a fraction there is NULL, see ``number``), read from the migrations.
+RESULT_INTEGERS = tuple(c for c, t in column_types("results").items() if t == "INTEGER" and c in NUMBER_COLUMNS)
+PLAN_INTEGERS = tuple(c for c, t in column_types("plans").items() if t == "INTEGER" and c in PLAN_NUMBER_COLUMNS)
