@@ -133,7 +133,7 @@ def _status(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
-def _latency(row: Any, pct: float) -> Tuple[Optional[str], str]:
+def _latency(row: Any, pct: float) -> Tuple[str, str]:
     """(``FAILED``/``PASSED``/``SKIPPED``, the reason or detail) of the slower check on a pair ok in both runs."""
     verdict, text = _status(row.get("p50_change_verdict")), _status(row.get("p50_change_text")) or ""
     change, low, high = (_number(row.get(c)) for c in ("p50_change", "p50_change_low", "p50_change_high"))
