@@ -23,5 +23,7 @@ install_missing /usr/sbin/debootstrap debootstrap "for the emulated Raspberry Pi
 install_missing /usr/bin/qemu-aarch64-static qemu-user-static "for the emulated Raspberry Pi of the lab tests"
 install_missing /sbin/ip iproute2 "for the network namespaces of the lab tests"
 install_missing /usr/sbin/nft nftables "for the packet loss of the lab tests"
+# The store's tests (tests/store) start a real PostgreSQL server (initdb into a temporary folder, loopback port).
+install_missing "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -n 1)" postgresql "for the PostgreSQL store tests"
 cd "$repo"
 exec "$repo/.venv/bin/python" -m pytest "$@"

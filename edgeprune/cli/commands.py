@@ -133,7 +133,8 @@ DEVICE_OPTIONS = _options(
     click.option("--device", help="A profile name from profiles/ or a .toml path (default: local)."),
     click.option("--fleet", help="A fleet .toml file."),
     click.option("--tags", help="Only fleet devices with one of these comma-separated tags."),
-    click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store."),
+    click.option("--db", default=DEFAULT_DB, show_default=True,
+                 help="Store: a SQLite path or sqlite:///path, or postgresql://user@host/db."),
     click.option("--jobs", "-j", type=int, default=8, show_default=True, help="Devices measured at once."),
     click.option("--accept-new-host-keys", is_flag=True,
                  help="Trust hosts not yet in known_hosts (and add them), like ssh's accept-new. Changed keys are "
@@ -296,7 +297,8 @@ def run_command(device: Optional[str], fleet: Optional[str], tags: Optional[str]
 
 @main.command()
 @click.argument("run_id", type=int, required=False)
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store.")
+@click.option("--db", default=DEFAULT_DB, show_default=True,
+              help="Store: a SQLite path or sqlite:///path, or postgresql://user@host/db.")
 @click.option("--out", help="Folder for the files (default: the run folder's report/).")
 @REPORT_FORMAT
 @click.option("--compare", nargs=2, type=int, metavar="BASE NEW",
@@ -310,7 +312,8 @@ def report(run_id: Optional[int], db: str, out: Optional[str], formats: str, com
 
 
 @main.command()
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="SQLite store.")
+@click.option("--db", default=DEFAULT_DB, show_default=True,
+              help="Store: a SQLite path or sqlite:///path, or postgresql://user@host/db.")
 def runs(db: str) -> None:
     """List the stored runs: id, date, model, devices, variants and result counts."""
     from rich import box

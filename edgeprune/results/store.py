@@ -190,15 +190,21 @@ class Store:
     # -- writes -----------------------------------------------------------------------------------------------
     def _write(self, work: Callable[[], _T], patience: float, doing: str, consequence: str = "") -> _T:
         """Run ``work`` in one write transaction. On a lock, try again with a growing pause until
-        ``patience`` seconds have passed (each attempt itself waits ``busy_timeout``); then one StoreError."""
+        ``patience`` seconds have passed (each attempt itself waits ``busy_timeout``); then one StoreError.
+        A connection the server dropped (a restart, a failover) is opened again and the write tried once more:
+        its transaction was rolled back with the connection."""
         started = time.monotonic()
         pause = 0.1
+        reconnected = False
         while True:
             try:
                 with self.backend.transaction():
                     return work()
             except self.backend.errors as exc:
                 waited = time.monotonic() - started
+                if self.backend.is_gone(exc) and not reconnected:
+                    reconnected = True
+                    continue
                 if not self.backend.is_busy(exc):
                     raise self.backend.failure(exc, waited, doing) from exc
                 if waited >= patience:
@@ -315,12 +321,17 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------------------------
     def _read(self, sql: str, parameters: Sequence[Any] = ()) -> List[Row]:
-        """All rows of one query; any database failure becomes one StoreError line naming the database."""
+        """All rows of one query (asked once more on a new connection when the server dropped the old one); any
+        database failure becomes one StoreError line naming the database."""
         started = time.monotonic()
-        try:
-            return self.backend.query(sql, parameters)
-        except self.backend.errors as exc:
-            raise self.backend.failure(exc, time.monotonic() - started, "reading") from exc
+        for attempt in (1, 2):
+            try:
+                return self.backend.query(sql, parameters)
+            except self.backend.errors as exc:
+                if attempt == 1 and self.backend.is_gone(exc):
+                    continue
+                raise self.backend.failure(exc, time.monotonic() - started, "reading") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def run(self, run_id: Optional[int] = None) -> Row:
         if run_id is None:

@@ -112,6 +112,10 @@ class Backend:
         """Another connection holds a lock (or won a race): trying again later may succeed."""
         raise NotImplementedError
 
+    def is_gone(self, exc: BaseException) -> bool:
+        """The connection itself is lost (a server's restart): the next use opens a new one."""
+        return False
+
     def failure(self, exc: BaseException, waited: float, doing: str) -> StoreError:
         """One line for what the database said while ``doing``; a lock is ``locked(...)``."""
         raise NotImplementedError
