@@ -65,7 +65,9 @@ def _scheme(db: "str | Path") -> Optional[str]:
 def backend_for(db: "str | Path") -> Backend:
     """The (unconnected) backend for a path or URL; a malformed URL, or one with a password, is refused here."""
     scheme = _scheme(db)
-    return BACKENDS[scheme].parse(str(db)) if scheme else SQLiteBackend(Path(db))
+    if not scheme:
+        return SQLiteBackend(Path(db))
+    return BACKENDS[scheme].parse(scheme + str(db)[len(scheme):])  # schemes are case-insensitive
 
 
 def local_folder(db: "str | Path") -> Path:

@@ -99,6 +99,9 @@ def test_sweep_tables_upsert_and_say_which_benches_are_done(db):
         store.record(run_id, "pi", "baseline-float32", {"status": "failed"})
         points = store.sweep_points(sweep)
         benches = {b["key"]: b["done"] for b in store.sweep_benches(sweep)}
+        # optimized again after that bench (--retry-failed): the bench measured the earlier files
+        store.conn.execute("UPDATE sweep_benches SET created = '2000-01-01T00:00:00+00:00'")
+        assert {b["done"] for b in store.sweep_benches(sweep)} == {0}
     assert [(p["key"], p["status"], p["reason"]) for p in points] == [("p1", "optimized", None),
                                                                       ("p2", "optimized", None)]
     assert benches == {"p1": 1, "p2": 0}

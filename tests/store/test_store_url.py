@@ -23,6 +23,7 @@ from edgeprune.results.store_sqlite import SQLiteBackend
     ("sqlite:runs/e.db", "runs/e.db"),
     ("sqlite:///srv/my%20db.db", "/srv/my db.db"),
     ("notes:v2.db", "notes:v2.db"),  # a file name with a colon is still a file
+    ("SQLite:///srv/e.db", "/srv/e.db"),
 ])
 def test_sqlite_forms_name_one_file(given, path):
     backend = backend_for(given)
