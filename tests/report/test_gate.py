@@ -24,7 +24,8 @@ import pytest
 
 from edgeprune.report import gate, junit
 from edgeprune.results.store import Store
-from support.cli import edgeprune
+from support.cli import bench, edgeprune
+from support.slow_variant import slower_copy
 from support.store_rows import manifest_for, round_cell, store_plan
 
 ROUNDS = 12
@@ -118,9 +119,9 @@ def gate_db(tmp_path_factory: pytest.TempPathFactory) -> GateDb:
     return GateDb(db, runs)
 
 
-def gate_cli(gate_db: GateDb, base: int, new: int, *args: str, junit_path: "Path | None" = None):
+def gate_cli(db: "GateDb | Path", base: int, new: int, *args: str, junit_path: "Path | None" = None):
     extra = ["--junit", str(junit_path)] if junit_path else []
-    proc = edgeprune("report", "--db", str(gate_db.db), "--compare", str(base), str(new), *args, *extra,
+    proc = edgeprune("report", "--db", str(getattr(db, "db", db)), "--compare", str(base), str(new), *args, *extra,
                      env={**os.environ, "COLUMNS": "4000", "NO_COLOR": "1"}, timeout=300)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc
@@ -305,3 +306,31 @@ def test_the_file_is_replaced_atomically_and_holds_only_legal_xml(gate_db, tmp_p
     validate(path)
     assert junit.xml_text("a\ud800b\ufffec\x00d\x1b[31me\u202ef") == "abcdef"
     assert junit.xml_text("x" * 50, 10) == "x" * 10 + "… (+40 chars)"
+
+
+@pytest.mark.slow
+def test_end_to_end_two_benches_pass_and_a_slower_variant_fails(digits_run, tmp_path):
+    """The issue's check on the real ``local`` device: the same run folder benched twice passes at 10%; the folder
+    with pruned-float32 swapped for a model doing ~15x the work under the same name fails, listing that pair."""
+    folder, _ = digits_run
+    db = tmp_path / "store.db"
+    profile = tmp_path / "local.toml"
+    profile.write_text('name = "local"\nkind = "local"\npython = ""\nruntime = "auto"\nthreads = 1\nwarmup = 10\n'
+                       'runs = 50\nbudget_s = 90\ncommand_timeout = 600\n')
+    args = ("--device", str(profile), "--db", str(db), "--variants", "baseline-int8,pruned-float32")
+    slower = slower_copy(folder, tmp_path / "slower", "pruned-float32")
+    for run_folder in (folder, folder, slower):
+        proc = bench(str(run_folder), *args)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    same = gate_cli(db, 1, 2, "--fail-if-slower", "10", junit_path=tmp_path / "same.xml")
+    assert same.returncode == 0, same.stdout[-4000:]
+    assert "Gate passed (run 1 -> run 2)" in same.stdout
+    assert {outcome(case) for name, case in cases(validate(tmp_path / "same.xml")).items()
+            if name in ("local/baseline-float32", "local/baseline-int8", "local/pruned-float32")} == {"passed"}
+    worse = gate_cli(db, 1, 3, "--fail-if-slower", "10", junit_path=tmp_path / "worse.xml")
+    assert worse.returncode == 1, worse.stdout[-4000:]
+    fails = [line.strip() for line in worse.stdout.splitlines() if line.strip().startswith("FAIL ")]
+    assert len(fails) == 1 and fails[0].startswith("FAIL local / pruned-float32: p50 +"), fails
+    assert "Gate FAILED (run 1 -> run 3, exit 1): 1 of" in worse.stdout
+    failure = cases(validate(tmp_path / "worse.xml"))["local/pruned-float32"].find("failure")
+    assert failure is not None and failure.get("type") == "slower"
