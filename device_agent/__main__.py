@@ -107,6 +107,11 @@ def build_parser() -> AgentArgumentParser:
         command.add_argument("--controller", default=None, metavar="HOST:PID",
                              help="who started this agent, written into the lock (for the host to tell an "
                                   "orphan from a live bench)")
+        command.add_argument("--run-id", type=_int_at_least(1), default=None, metavar="N",
+                             help="the controller's run, written into the lock (what other controllers see)")
+        command.add_argument("--watch-stdin", action="store_true",
+                             help="stop at once when stdin reaches end-of-file: the controller keeps it open "
+                                  "while it lives, so its death (or its connection's) frees the device")
 
     probe = sub.add_parser("probe", help="list usable runtimes and device facts",
                            description="List the TFLite runtimes usable here and device facts.")

@@ -43,9 +43,15 @@ def _require_numpy() -> None:
 
 def _take_lock(args: argparse.Namespace, doc: Dict[str, Any]) -> None:
     """--lock: before anything is loaded, as a second agent must not disturb the one measuring."""
+    if getattr(args, "watch_stdin", False):
+        try:
+            lock.watch_controller(sys.stdin.fileno())
+        except (AttributeError, OSError, ValueError):  # no stdin at all: nothing to watch
+            pass
     if args.lock:
         try:
-            doc["lock"] = {"path": args.lock, "holder": lock.hold(args.lock, args.controller)}
+            doc["lock"] = {"path": args.lock, "holder": lock.hold(args.lock, args.controller, args.run_id,
+                                                                  args.deadline)}
         except lock.Busy as busy:
             doc["lock"] = {"path": busy.path, "holder": busy.holder}
             raise
@@ -160,6 +166,10 @@ def _execute(args: argparse.Namespace) -> Tuple[Dict[str, Any], int]:
                          hint="this is a bug in the agent; the traceback is on stderr")
         protocol.set_error(doc, err)
         code = err.exit_code
+    lock.finishing()
+    if lock.holding() and isinstance(doc.get("lock"), dict):
+        doc["lock"]["released"] = lock.released()
+        lock.log_release()
     output.set_wall_time(doc)
     return doc, code
 
@@ -180,6 +190,7 @@ def _start_deadline(seconds: float) -> None:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+        lock.log_release("deadline")
         import signal
         if os.getpgrp() == os.getpid():  # a group of its own (ssh session, or started so): take the children too
             os.killpg(os.getpid(), signal.SIGKILL)

@@ -97,14 +97,16 @@ def bench(run_or_files: Union[PathLike, Sequence[PathLike]], device: Optional[st
     or .toml path; default ``local``) or every device of ``fleet``; returns the
     :class:`~edgeprune.devices.fleet.BenchResult` (``run_id``, per-device summaries, ``stored`` counts).
 
-    ``options``: ``eval`` (an .npz for files), ``jobs``, ``accept_new_host_keys``, ``variants`` (a list).
+    ``options``: ``eval`` (an .npz for files), ``jobs``, ``accept_new_host_keys``, ``variants`` (a list),
+    ``wait`` (False: a device another controller holds gets its cells recorded ``busy`` at once) and
+    ``wait_timeout`` (seconds to wait in all for such a device; default 1800).
     """
-    from .devices.fleet import bench as run_bench
+    from .devices.fleet import Waiting, bench as run_bench
     from .devices.profiles import load_fleet, load_profile
     from .devices.ssh import HostKeyPolicy
     from .results.imported import import_files, is_run_folder
 
-    allowed = {"eval", "jobs", "accept_new_host_keys", "variants"}
+    allowed = {"eval", "jobs", "accept_new_host_keys", "variants", "wait", "wait_timeout"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r} (options: {', '.join(sorted(allowed))})")
@@ -116,6 +118,7 @@ def bench(run_or_files: Union[PathLike, Sequence[PathLike]], device: Optional[st
         source: Any = Path(items[0])
     else:
         source = import_files([str(i) for i in items], options.get("eval"))
-    return run_bench(source, devices, Path(db), jobs=int(options.get("jobs", 8)),
+    return run_bench(source, devices, str(db), jobs=int(options.get("jobs", 8)),
                      host_keys=HostKeyPolicy.from_flag(bool(options.get("accept_new_host_keys"))),
-                     variants=options.get("variants"))
+                     variants=options.get("variants"),
+                     waiting=Waiting(bool(options.get("wait", True)), float(options.get("wait_timeout", 1800.0))))

@@ -2,5 +2,6 @@
 from .commands import main
 from . import sweep_cmd  # noqa: F401 (registers the command)
 from . import explain_cmd  # noqa: F401 (registers the command)
+from . import devices_cmd  # noqa: F401 (registers the devices group)
 
 __all__ = ["main"]

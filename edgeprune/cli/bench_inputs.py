@@ -91,3 +91,27 @@ def extras_of(op_profile: bool, sustained: Optional[float], sustained_variant: O
     if resume is not None:
         raise ConfigError("--resume measures the stored run as it was asked for: give no --op-profile/--sustained")
     return Extras(op_profile, float(sustained or 0.0), sustained_variant)
+
+
+#: ``bench`` (and ``run``): what to do when another controller's agent holds a device (issue 17).
+LEASE_OPTIONS = [
+    click.option("--no-wait", is_flag=True,
+                 help="When another controller is measuring on a device, record that device's cells as busy at once "
+                      "instead of waiting for it."),
+    click.option("--wait-timeout", type=float, default=1800.0, show_default=True, metavar="SECONDS",
+                 help="How long to wait in all for a device another controller holds (beyond the device's own "
+                      "deadline)."),
+]
+
+
+def lease_options(fn: Any) -> Any:
+    for option in reversed(LEASE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def waiting_of(no_wait: bool, wait_timeout: float) -> Any:
+    """The bench's Waiting from --no-wait and --wait-timeout (a bad value: one ConfigError line)."""
+    from ..devices.fleet import Waiting
+
+    return Waiting(wait=not no_wait, timeout=wait_timeout)

@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from ..optimize.config import OptimizeConfig, cli_options, config_from_options
 from .display import FleetDisplay, RichProgress, stderr_console, stdout_console, variants_table
+from .bench_inputs import lease_options
 from .report_cmd import GATE_OPTIONS, compare_path
 from ..errors import ConfigError, EdgepruneError
 
@@ -142,9 +143,18 @@ DEVICE_OPTIONS = _options(
 )
 
 
+def _store_exists(db: str) -> bool:
+    """A SQLite file that exists, or any database on a server (opening it checks it)."""
+    from ..results.store import backend_for
+    from ..results.store_sqlite import SQLiteBackend
+
+    backend = backend_for(db)
+    return not isinstance(backend, SQLiteBackend) or backend.path.exists()
+
+
 def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, accept_new_host_keys: bool,
                quiet: bool, resume: Optional[int] = None, variants: Optional[List[str]] = None,
-               matrix: Any = None, extras: Any = None) -> Any:
+               matrix: Any = None, extras: Any = None, waiting: Any = None) -> Any:
     """Bench with a progress row per device, then one summary line; exits 130 when interrupted."""
     from pathlib import Path
 
@@ -155,9 +165,9 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
     route_library_logs()
     names = [d.name for d in devices] if devices else []
     with FleetDisplay(names, quiet) as display:
-        result = run_bench(folder, devices, Path(db), jobs=jobs, host_keys=HostKeyPolicy.from_flag(accept_new_host_keys),
+        result = run_bench(folder, devices, db, jobs=jobs, host_keys=HostKeyPolicy.from_flag(accept_new_host_keys),
                            resume=resume, variants=variants, progress=display, matrix=matrix,
-                           extras=extras)
+                           extras=extras, waiting=waiting)
     counts = result.counts
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("ok", "error", "failed"))
     twins = "; each device's cells include the baseline's A/A twin" if result.twins else ""
@@ -207,11 +217,12 @@ def _run_bench(folder: Any, devices: Optional[List[Any]], db: str, jobs: int, ac
 @click.option("--resume", type=click.IntRange(min=1), metavar="RUN_ID",
               help="Measure only the pairs of RUN_ID not yet stored (default devices: the run's own).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@lease_options
 def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], tags: Optional[str], db: str,
           jobs: int, variants: Optional[str], eval_file: Optional[str], input_shapes: Tuple[str, ...],
           runtimes: Optional[str], thread_counts: Optional[str], xnnpack: Optional[str], delegates: Optional[str],
           op_profile: bool, sustained: Optional[float], sustained_variant: Optional[str], resume: Optional[int],
-          accept_new_host_keys: bool, quiet: bool) -> None:
+          accept_new_host_keys: bool, quiet: bool, no_wait: bool, wait_timeout: float) -> None:
     """Benchmark an optimize output folder, or .tflite files you already have, on a device or a fleet; results go
     to SQLite as they arrive.
 
@@ -231,17 +242,19 @@ def bench(inputs: Tuple[str, ...], device: Optional[str], fleet: Optional[str], 
             devices = stored_devices(store, resume)
     else:
         devices = _devices(device, fleet, tags)
-    from .bench_inputs import bench_source, extras_of, matrix_of
+    from .bench_inputs import bench_source, extras_of, matrix_of, waiting_of
 
     matrix = matrix_of(runtimes, thread_counts, xnnpack, resume, delegates)  # checked before any file is read
     extras = extras_of(op_profile, sustained, sustained_variant, resume)
-    if Path(db).exists():  # a store that cannot be used is said before any file is read
+    waiting = waiting_of(no_wait, wait_timeout)
+    if _store_exists(db):  # a store that cannot be used is said before any file is read
         from ..results.store import Store
 
         Store.open(db).close()
     folder = bench_source(inputs, eval_file, input_shapes, resume, _latest_run_folder)
     chosen = [v.strip() for v in variants.split(",")] if variants else None
-    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen, matrix, extras)
+    result = _run_bench(folder, devices, db, jobs, accept_new_host_keys, quiet, resume, chosen, matrix, extras,
+                        waiting)
     if not result.all_ok:
         sys.exit(1)
 
@@ -336,63 +349,6 @@ def runs(db: str) -> None:
         table.add_row(str(run["id"]), for_rich(run["created"]), for_rich(model), for_rich(run["devices"]),
                       str(run["variants"]), results)
     stdout_console().print(table)
-
-
-@main.group()
-def devices() -> None:
-    """Check and set up devices."""
-
-
-@devices.command("check")
-@click.argument("name", required=False)
-@click.option("--fleet", help="A fleet .toml file.")
-@click.option("--tags", help="Only fleet devices with one of these comma-separated tags.")
-@click.option("--accept-new-host-keys", is_flag=True, help="Trust hosts not yet in known_hosts (and add them).")
-@click.option("--json", "as_json", is_flag=True, help="Print the probes as JSON.")
-def devices_check(name: Optional[str], fleet: Optional[str], tags: Optional[str], accept_new_host_keys: bool,
-                  as_json: bool) -> None:
-    """Connect, run the agent's probe and a tiny bundled model end to end, and say what each device has and lacks.
-
-    Exit status 0 only when every device measured the tiny model: the same path a bench takes (upload, sha256,
-    the agent in its folder, the runtime), so a device that passes here can be benchmarked.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..devices.checks import check_device
-    from ..devices.ssh import HostKeyPolicy, route_library_logs
-
-    profiles = _devices(name, fleet, tags)
-    route_library_logs()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        policy = HostKeyPolicy.from_flag(accept_new_host_keys)
-        reports = list(pool.map(lambda p: check_device(p, policy), profiles))
-    if as_json:
-        click.echo(json.dumps(reports, indent=2))
-    else:
-        from ..devices.checks import check_notes, check_table
-
-        console = stdout_console()
-        console.print(check_table(reports))
-        for line in check_notes(reports):
-            console.print(line, highlight=False, soft_wrap=True)
-    if any(r["status"] != "ok" for r in reports):
-        sys.exit(1)
-
-
-@devices.command("setup")
-@click.argument("name")
-@click.option("--python", "base_python", help="The device's Python to build the venv from (default: the profile's).")
-@click.option("--index-url", help="Package index the device should use (default: its pip configuration).")
-@click.option("--accept-new-host-keys", is_flag=True, help="Trust the host if not yet in known_hosts (and add it).")
-def devices_setup(name: str, base_python: Optional[str], index_url: Optional[str], accept_new_host_keys: bool) -> None:
-    """Create a venv on the device and install a TFLite runtime that fits its Python."""
-    from ..devices.profiles import load_profile
-    from ..devices.provision import setup
-    from ..devices.ssh import HostKeyPolicy
-
-    result = setup(load_profile(name), HostKeyPolicy.from_flag(accept_new_host_keys), base_python, index_url)
-    click.echo(f"{result.device}: Python {result.python_version}, installed {', '.join(result.packages)}")
-    click.echo(f'set python = "{result.python}" in its profile (or fleet entry) to use it')
 
 
 if __name__ == "__main__":  # pragma: no cover

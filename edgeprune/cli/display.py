@@ -134,6 +134,7 @@ class FleetDisplay:
             console=stderr_console(), disable=quiet,
         )
         self.tasks = {name: self.bar.add_task(clean(name, 40), total=None, state="waiting") for name in devices}
+        self._holders: dict = {}
 
     def __enter__(self) -> "FleetDisplay":
         self.bar.__enter__()
@@ -147,3 +148,15 @@ class FleetDisplay:
         task = self.tasks.get(device)
         if task is not None:
             self.bar.update(task, completed=done, total=total or None, state=clean(state, 70))
+        self._log_wait(device, state)
+
+    def _log_wait(self, device: str, state: str) -> None:
+        """Waiting for another controller's lease (issue 17): where no live progress is drawn (a CI log, a pipe),
+        one line each time the holder changes, so the log says why this bench is not measuring."""
+        console = self.bar.console
+        holder = state.partition(": ")[2] if state.startswith("waiting ") else ""
+        if not holder or console.is_terminal or self.bar.disable or self._holders.get(device) == holder:
+            return
+        self._holders[device] = holder
+        console.print(f"{clean(device, 40)}: waiting for the device: {clean(holder, 300)}", markup=False,
+                      highlight=False)

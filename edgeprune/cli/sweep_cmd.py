@@ -113,7 +113,7 @@ def _summary(state: Any, result: Any, devices: List[Any]) -> str:
 @click.option("--device", help="A profile name from profiles/ or a .toml path (default: local).")
 @click.option("--fleet", help="A fleet .toml file.")
 @click.option("--tags", help="Only fleet devices with one of these comma-separated tags.")
-@click.option("--db", default=None, help=f"SQLite store [default: {DEFAULT_DB}].")
+@click.option("--db", default=None, help=f"Store: a SQLite path or sqlite:///path, or postgresql://user@host/db [default: {DEFAULT_DB}].")
 @click.option("--bench-jobs", type=click.IntRange(min=1), default=8, show_default=True,
               help="Devices measured at once.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Trust hosts not yet in known_hosts (and add them).")
@@ -165,7 +165,7 @@ def sweep(final_sparsity: Optional[str], structure: Optional[str], block_size: O
     with SweepDisplay(quiet) as display:
         display.say(f"sweep {state.folder}: {len(state.points())} points in {len(state.runs())} optimize runs, "
                     f"benched on {', '.join(p.name for p in profiles)}; results in {db}")
-        work = Sweep(state, profiles, Path(db), runner, display, HostKeyPolicy.from_flag(accept_new_host_keys),
+        work = Sweep(state, profiles, db, runner, display, HostKeyPolicy.from_flag(accept_new_host_keys),
                      bench_jobs, retry_failed)
         try:
             result = work.run()
@@ -178,7 +178,7 @@ def sweep(final_sparsity: Optional[str], structure: Optional[str], block_size: O
                    f"--resume {state.folder}`, to finish the rest", err=True)
         sys.exit(130)
     title = f"edgeprune sweep {state.folder}"
-    pareto = build(state, Path(db), result.sweep_id, [p.name for p in profiles], max_accuracy_drop)
+    pareto = build(state, db, result.sweep_id, [p.name for p in profiles], max_accuracy_drop)
     print_pareto(pareto, stdout_console(), title)
     written = write(pareto, state.folder, title)
     click.echo(f"Pareto files in {state.folder}: {', '.join(p.name for p in written)}")

@@ -54,10 +54,15 @@ def controller() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def plan_argv(python: str, plan_file: str, token: str, limit: float, lock: Optional[str] = None) -> List[str]:
-    """The agent's ``plan`` command line; its own deadline a little after the host's (``limit``)."""
+def plan_argv(python: str, plan_file: str, token: str, limit: float, lock: Optional[str] = None,
+              run_id: Optional[int] = None) -> List[str]:
+    """The agent's ``plan`` command line; its own deadline a little after the host's (``limit``). With ``lock``,
+    the agent holds the device's lease (``--run-id`` is in its record) and stops when its stdin closes
+    (``--watch-stdin``): the caller keeps stdin open for the agent's life, so a dead controller frees the device."""
     argv = [python, "-m", "device_agent", "plan", plan_file, "--frame", token,
             "--deadline", str(limit + AGENT_DEADLINE_GRACE)]
     if lock:
-        argv += ["--lock", lock, "--controller", controller()]
+        argv += ["--lock", lock, "--controller", controller(), "--watch-stdin"]
+        if run_id is not None:
+            argv += ["--run-id", str(int(run_id))]
     return argv

@@ -25,6 +25,7 @@ from ..results.plan_result import PlanOutcome
 from .cells import (Extras, Matrix, is_aa, new_seed, plan_cells, plan_document, plan_limit, reference_cell,
                     sustained_cell, write_plan)
 from .plan import RunInputs, local_mismatches, open_source, status_counts, stored_devices
+from .device import Lease, describe_holder
 from .kinds import open_device
 from .remote import TransferStats
 from .ssh import HostKeyPolicy
@@ -83,12 +84,27 @@ class BenchResult:
         return not self.interrupted and all(n == 0 for k, n in self.counts.items() if k != "ok")
 
 
+@dataclass
+class Waiting:
+    """What a bench does when another controller's agent holds a device (issue 17): wait for it (showing who
+    holds it and since when), at most ``timeout`` seconds beyond the device's own deadline, or with ``wait``
+    False record the device's cells as ``busy`` at once (``bench --no-wait``)."""
+
+    wait: bool = True
+    timeout: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if not self.timeout >= 0:
+            raise ConfigError(f"--wait-timeout must be >= 0 seconds, got {self.timeout}")
+
+
 class DeviceStop:
     """Set when the bench is interrupted or the device's overall deadline passed; ``is_set`` like an Event."""
 
     def __init__(self, stop: threading.Event, seconds: float) -> None:
         self.stop, self.seconds = stop, seconds
-        self.deadline = time.monotonic() + seconds
+        self.start = time.monotonic()
+        self.deadline = self.start + seconds
 
     @property
     def expired(self) -> bool:
@@ -101,6 +117,11 @@ class DeviceStop:
         if self.stop.is_set():
             return INTERRUPTED, "interrupted"
         return TIMEOUT, f"the device's overall deadline of {self.seconds:g} s passed (device_timeout)"
+
+    def waited(self, seconds: float, limit: float) -> None:
+        """Time spent waiting for another controller's lease does not count against the device's own deadline,
+        up to ``limit`` seconds of waiting in all (the bench's --wait-timeout)."""
+        self.deadline = max(self.deadline, self.start + self.seconds + min(seconds, limit))
 
 
 def device_deadline(profile: DeviceProfile, files: int, cells: int, extras: Optional[Extras] = None) -> float:
@@ -119,7 +140,7 @@ class _Recorder:
     SLICE = 2.0
     WRITE_PATIENCE = 3600.0
 
-    def __init__(self, db_path: Path, run_id: int, device: str, stop: threading.Event) -> None:
+    def __init__(self, db_path: "str | Path", run_id: int, device: str, stop: threading.Event) -> None:
         self.db_path, self.run_id, self.device, self.stop = db_path, run_id, device, stop
         self.store = Store.open(db_path, write_patience=self.SLICE)
         self.unsaved: Optional[Path] = None
@@ -145,7 +166,14 @@ class _Recorder:
                 return None
 
     def _keep(self, variant: str, values: Dict[str, Any], reason: str) -> None:
-        self.unsaved = self.db_path.with_name(self.db_path.name + ".unsaved.jsonl")
+        from ..results.store import backend_for, local_folder
+        from ..results.store_sqlite import SQLiteBackend
+
+        backend = backend_for(self.db_path)  # beside a SQLite file; under runs/ for a database on a server
+        name = backend.path.name if isinstance(backend, SQLiteBackend) else f"edgeprune-run-{self.run_id}"
+        local = local_folder(self.db_path)
+        local.mkdir(parents=True, exist_ok=True)
+        self.unsaved = local / f"{name}.unsaved.jsonl"
         with open(self.unsaved, "a") as handle:
             handle.write(json.dumps({"run_id": self.run_id, "device": self.device, "variant": variant,
                                      "store_error": reason, "values": values}, default=str) + "\n")
@@ -156,8 +184,8 @@ class _Recorder:
 
 def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tuple[str, Dict[str, Any]]],
                   done_before: Set[str], extras: Extras, sustained: Optional[str],
-                  db_path: Path, run_id: int, host_keys: HostKeyPolicy, stop: threading.Event,
-                  progress: FleetProgress) -> DeviceSummary:
+                  db_path: "str | Path", run_id: int, host_keys: HostKeyPolicy, stop: threading.Event,
+                  progress: FleetProgress, waiting: "Waiting") -> DeviceSummary:
     """Measure every cell (cell id -> variant) on one device in one plan, and store one result per cell.
 
     A resumed device is measured again as a whole (its ratios must come from one plan); when that fails, the
@@ -210,9 +238,15 @@ def _bench_device(profile: DeviceProfile, inputs: RunInputs, cells: Dict[str, Tu
                 return summary
             progress.device_state(profile.name, f"measuring {total} cells in rounds (budget "
                                                 f"{profile.budget_s:g} s)", 0, total)
+            def on_wait(holder: Dict[str, Any], seconds: float) -> None:
+                halt.waited(seconds, waiting.timeout)
+                progress.device_state(profile.name, f"waiting {seconds:.0f} s for the device: "
+                                                    f"{describe_holder(holder)}", 0, total)
+
             try:
                 outcome = device.run_plan(plan_file, total, stop=halt,
-                                          expected={c: inputs.expected[v] for c, (v, _) in cells.items()})
+                                          expected={c: inputs.expected[v] for c, (v, _) in cells.items()},
+                                          lease=Lease(run_id, waiting.wait, on_wait))
             except DeviceError as exc:
                 fail_all(str(exc), halt.reason()[0] if halt.is_set() else exc.kind)
                 return summary
@@ -255,18 +289,22 @@ def _store_plan(outcome: PlanOutcome, cells: Dict[str, Tuple[str, Dict[str, Any]
         count(values["status"])
 
 
-def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[DeviceProfile]], db_path: Path, jobs: int = 8,
+def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[DeviceProfile]], db_path: "str | Path",
+          jobs: int = 8,
           host_keys: HostKeyPolicy = HostKeyPolicy.REJECT, resume: Optional[int] = None,
           variants: Optional[Sequence[str]] = None, progress: Optional[FleetProgress] = None,
           stop: Optional[threading.Event] = None, matrix: Optional[Matrix] = None,
-          extras: Optional[Extras] = None) -> BenchResult:
+          extras: Optional[Extras] = None, waiting: Optional["Waiting"] = None) -> BenchResult:
     """Benchmark every ok variant of ``folder`` (a run folder, or imported .tflite files) on ``devices``; results
     are stored as they arrive.
 
     With ``resume``, ``folder`` may be None (the stored run folder) and ``devices`` may be None (the run's stored
-    devices); a folder whose files changed since that run is refused.
+    devices); a folder whose files changed since that run is refused. ``waiting``: what to do when another
+    controller holds a device (wait, up to its timeout, or record the device's cells ``busy`` at once).
+    ``db_path`` is the store as ``--db`` names it: a SQLite path or a URL (results.store).
     """
     progress = progress or FleetProgress()
+    waiting = waiting or Waiting()
     stop = stop or threading.Event()
     if jobs < 1:
         raise ConfigError("--jobs must be >= 1")
@@ -324,7 +362,7 @@ def bench(folder: "Optional[Path | Imported]", devices: Optional[Sequence[Device
     interrupted = stragglers = False
     executor = ThreadPoolExecutor(max_workers=min(jobs, max(1, len(work))), thread_name_prefix="edgeprune-device")
     futures = [executor.submit(_bench_device, d, inputs, cells, {c for c in cells if (d.name, c) in done}, extras,
-                               keep_running, db_path, run_id, host_keys, stop, progress) for d in work]
+                               keep_running, db_path, run_id, host_keys, stop, progress, waiting) for d in work]
     pending = set(futures)
     try:
         _collect(pending, summaries, None)

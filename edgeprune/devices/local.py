@@ -36,12 +36,16 @@ class LocalDevice(Device):
         return mapping
 
     def _run(self, argv: List[str], stop: Any = None, limit: Optional[float] = None) -> CommandResult:
-        """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked."""
+        """The agent in a session of its own, so a timeout or Ctrl-C stops it and everything it forked. An agent
+        that watches its stdin (``--watch-stdin``) gets a pipe held open until it ends: if this process dies, the
+        pipe closes and the agent stops, freeing the device's lease."""
         limit = limit or self.profile.command_timeout
+        watched = "--watch-stdin" in argv
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(argv, cwd=str(AGENT_DIR.parent), stdout=out, stderr=err,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.PIPE if watched else subprocess.DEVNULL,
+                                        start_new_session=True)
             except OSError as exc:
                 raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
             deadline = time.monotonic() + limit
@@ -57,6 +61,8 @@ class LocalDevice(Device):
                 _stop_local_group(proc.pid, proc)
                 break
             proc.wait()
+            if proc.stdin is not None:
+                proc.stdin.close()
             out.seek(0)
             stdout = out.read(MAX_OUTPUT_BYTES + 1)
             err.seek(0, os.SEEK_END)
@@ -70,9 +76,9 @@ class LocalDevice(Device):
         return str(Path(tempfile.gettempdir()) / f"edgeprune-agent-{os.getuid()}.lock")
 
     def plan_once(self, plan_file: str, cells: int, stop: Any = None,
-                  expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
+                  expected: Optional[Dict[str, Expected]] = None, run_id: Optional[int] = None) -> PlanOutcome:
         token, limit = new_token(), plan_limit(self.profile, cells)
-        result = self._run(plan_argv(self.python, plan_file, token, limit, self.lock), stop, limit)
+        result = self._run(plan_argv(self.python, plan_file, token, limit, self.lock, run_id), stop, limit)
         return judge_plan(result, token, expected, python=self.python)
 
     def stop_group(self, pgid: int) -> bool:

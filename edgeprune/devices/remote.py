@@ -232,9 +232,9 @@ class RemoteDevice(Device):
         return outcome
 
     def plan_once(self, plan_file: str, cells: int, stop: Any = None,
-                  expected: Optional[Dict[str, Expected]] = None) -> PlanOutcome:
+                  expected: Optional[Dict[str, Expected]] = None, run_id: Optional[int] = None) -> PlanOutcome:
         token, limit = new_token(), plan_limit(self.profile, cells)
-        argv = plan_argv(self.python, plan_file, token, limit, posixpath.join(self.workdir, "agent.lock"))
+        argv = plan_argv(self.python, plan_file, token, limit, posixpath.join(self.workdir, "agent.lock"), run_id)
         return self._run_framed(argv, token, stop, expected, judge_plan, limit)
 
     def stop_group(self, pgid: int) -> bool:

@@ -16,11 +16,14 @@ FORMATS = ("csv", "md", "html", "png")
 
 
 def default_out(report: RunReport) -> Path:
-    """The run folder's ``report/`` when the folder still exists, else ``report-<id>`` beside the database."""
+    """The run folder's ``report/`` when the folder still exists, else ``report-<id>`` beside the database (under
+    ``runs/`` for a database on a server)."""
+    from ..results.store import local_folder
+
     folder = Path(report.run["run_folder"] or "")
     if report.run["run_folder"] and folder.is_dir():
         return folder / "report"
-    return Path(report.run["db"]).parent / f"report-{report.run['id']}"
+    return local_folder(report.run["db"]) / f"report-{report.run['id']}"
 
 
 def parse_formats(text: str) -> List[str]:
