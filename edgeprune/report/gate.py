@@ -120,14 +120,6 @@ class GateResult:
                 f"({counts}; rule: {self.thresholds.describe()}){tail}.")
 
 
-def _number(value: Any) -> Optional[float]:
-    """A float, or None for a missing cell (NaN, None, pandas' NA)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
 
 def _status(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and value else None
@@ -136,7 +128,7 @@ def _status(value: Any) -> Optional[str]:
 def _latency(row: Any, pct: float) -> Tuple[str, str]:
     """(``FAILED``/``PASSED``/``SKIPPED``, the reason or detail) of the slower check on a pair ok in both runs."""
     verdict, text = _status(row.get("p50_change_verdict")), _status(row.get("p50_change_text")) or ""
-    change, low, high = (_number(row.get(c)) for c in ("p50_change", "p50_change_low", "p50_change_high"))
+    change, low, high = (stats.finite(row.get(c)) for c in ("p50_change", "p50_change_low", "p50_change_high"))
     figures = (f"p50 {change:+.1%}" if change is not None else "p50 change unknown") + (
         f" (95% CI {low:+.1%}..{high:+.1%})" if low is not None and high is not None else "")
     if verdict not in (stats.FASTER, stats.SLOWER, stats.NO_CHANGE):
@@ -151,9 +143,9 @@ def _latency(row: Any, pct: float) -> Tuple[str, str]:
 def _accuracy(row: Any, variant: str, points: float, runs: Tuple[int, int],
               facts: StoreFacts) -> Tuple[str, str, Optional[float], Optional[str]]:
     """(outcome, reason or detail, change in points, which accuracy) of the accuracy check on a pair ok in both."""
-    device = [_number(row.get(f"device_accuracy_{side}")) for side in "ab"]
+    device = [stats.finite(row.get(f"device_accuracy_{side}")) for side in "ab"]
     base_name = variant.split("#")[0]  # a matrix cell's variant (devices.cells.split_cell)
-    host = [_number(facts.host_accuracy.get((run, base_name))) for run in runs]
+    host = [stats.finite(facts.host_accuracy.get((run, base_name))) for run in runs]
     if None not in device:
         pair, source = device, "device"
     elif None not in host:
@@ -194,8 +186,8 @@ def _judge_pair(row: Any, thresholds: Thresholds, runs: Tuple[int, int], facts: 
     overall = FAILED if FAILED in kinds else SKIPPED if SKIPPED in kinds or not kinds else PASSED
     reasons = tuple(t for o, _, t in outcomes if o == overall) if overall != PASSED else ()
     return Pair(device, variant, overall, tuple(k for o, k, _ in outcomes if o == FAILED), reasons,
-                "; ".join(t for _, _, t in outcomes), _number(row.get("p50_change")),
-                _number(row.get("p50_change_low")), _number(row.get("p50_change_high")),
+                "; ".join(t for _, _, t in outcomes), stats.finite(row.get("p50_change")),
+                stats.finite(row.get("p50_change_low")), stats.finite(row.get("p50_change_high")),
                 _status(row.get("p50_change_verdict")), accuracy[0], accuracy[1],
                 float(facts.seconds.get((device, variant), 0.0)))
 
@@ -235,7 +227,7 @@ def read_facts(db: "str | Path", base: int, new: int) -> StoreFacts:
                 host[(run, variant["name"])] = variant["accuracy"]
         for result in store.results(new):
             key = (result["device"], result["variant"])
-            runs, mean = _number(result["runs"]), _number(result["mean_us"])
+            runs, mean = stats.finite(result["runs"]), stats.finite(result["mean_us"])
             if runs is not None and mean is not None:
                 seconds[key] = runs * mean / 1e6
             if result["status"] != "ok":

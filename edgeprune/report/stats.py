@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -232,6 +232,16 @@ class Verdict:
 
     def __str__(self) -> str:
         return self.phrase
+
+
+def finite(value: Any) -> Optional[float]:
+    """A table cell as a float, or None when it is missing (None, NaN, pandas' NA), not a number or infinite: the
+    verdicts and the gate compare only figures that exist."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def percent(fraction: float) -> str:

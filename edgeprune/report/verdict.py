@@ -9,7 +9,6 @@ opt-in ``finetuned-float32``, also what fine-tuning alone did to accuracy, so pr
 """
 from __future__ import annotations
 
-import math
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from . import stats
@@ -50,16 +49,9 @@ def speedup_verdict(base: Mapping[str, Any], result: Mapping[str, Any], band: Op
     return verdict
 
 
-def _number(value: Any) -> Optional[float]:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
 
 def _gzip(row: Mapping[str, Any]) -> str:
-    ratio = _number(row.get("gzip_ratio"))
+    ratio = stats.finite(row.get("gzip_ratio"))
     if ratio is None:
         return "gzip size unknown"
     if ratio >= 1.005:
@@ -73,7 +65,7 @@ def _latency(row: Mapping[str, Any]) -> str:
     if row["status"] != "ok":
         return f"latency not measured ({row['status']})"
     kind, phrase = row.get("verdict"), row.get("verdict_text")
-    speedup = _number(row.get("speedup"))
+    speedup = stats.finite(row.get("speedup"))
     shown = f"{speedup:.2f}x" if speedup is not None else "unknown"
     if not isinstance(kind, str) or not isinstance(phrase, str):
         return f"latency {shown} (not judged)"
@@ -81,7 +73,7 @@ def _latency(row: Mapping[str, Any]) -> str:
         return f"latency {shown} ({kind}, not judged)"
     if kind == stats.NO_CHANGE:
         return phrase.replace(stats.NO_CHANGE, f"{stats.NO_CHANGE} in latency", 1)
-    low, high = _number(row.get("speedup_ci_low")), _number(row.get("speedup_ci_high"))
+    low, high = stats.finite(row.get("speedup_ci_low")), stats.finite(row.get("speedup_ci_high"))
     if kind == stats.NO_FLOOR and speedup is not None and low is not None and high is not None:
         return f"latency {stats.ratio_text(speedup, low, high)}, not judged (no noise floor)"
     return f"latency{':' if kind == stats.NOT_ENOUGH else ''} {phrase}"
@@ -93,11 +85,11 @@ def _points(delta: Optional[float]) -> str:
 
 def _accuracy(row: Mapping[str, Any], base: Mapping[str, Any], what: str = "accuracy") -> str:
     """The device's accuracy delta, else the host's (a pair that failed on the device still has it)."""
-    device = _number(row.get("device_accuracy"))
-    base_device = _number(base.get("device_accuracy"))
+    device = stats.finite(row.get("device_accuracy"))
+    base_device = stats.finite(base.get("device_accuracy"))
     if device is not None and base_device is not None:
         return f"{what} {_points(device - base_device)}"
-    host, base_host = _number(row.get("host_accuracy")), _number(base.get("host_accuracy"))
+    host, base_host = stats.finite(row.get("host_accuracy")), stats.finite(base.get("host_accuracy"))
     if host is not None and base_host is not None:
         return f"{what} {_points(host - base_host)} (on the host)"
     return f"{what} unknown"
